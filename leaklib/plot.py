@@ -1,0 +1,97 @@
+"""Figures the chapters show: image grids and the sign structure of the last layer's gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+__all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient"]
+
+
+def to_numpy_image(x: torch.Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` tensor in [0, 1] as an ``(H, W)`` or ``(H, W, 3)`` array for ``imshow``."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"x must be a 3-D image tensor (C, H, W); got {getattr(x, 'shape', type(x).__name__)}")
+    img = x.detach().float().cpu().clamp(0, 1)
+    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+
+
+def show_images(
+    x: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.4
+) -> Figure:
+    """A grid of the images in ``x`` (``(N, C, H, W)``, values in [0, 1]) with optional titles."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a 4-D image tensor (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}")
+    if titles is not None and len(titles) != len(x):
+        raise ValueError(f"titles has {len(titles)} entries but x has {len(x)} images")
+    n = len(x)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.3 * (titles is not None)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(to_numpy_image(x[i]), cmap="gray", vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_last_layer_gradient(
+    dW: torch.Tensor,
+    db: torch.Tensor | None,
+    label: int | Sequence[int] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The sign structure of the last layer's gradient, for chapter 1 and the label-restoration chapters.
+
+    Left: ``dL/dW`` as a red (positive) / blue (negative) heat map, one row per class, the true class(es) boxed.
+    Right: each row's sum ``sum_j dL/dW[i, j]`` and the bias gradient ``dL/db[i]``; for one sample with
+    non-negative features only the true class's entries are negative (iDLG's label rule).
+    """
+    W = dW.detach().double().cpu().numpy()
+    if W.ndim != 2:
+        raise ValueError(f"dW must be a 2-D (classes, features) tensor; got shape {tuple(W.shape)}")
+    classes = W.shape[0]
+    labels = [] if label is None else ([int(label)] if np.ndim(label) == 0 else [int(v) for v in label])
+    names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
+    if len(names) < classes:
+        raise ValueError(f"class_names has {len(names)} names but dW has {classes} rows")
+
+    panels = 3 if db is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(12, 0.28 * classes + 1.6),
+                             gridspec_kw={"width_ratios": [2.4] + [0.8] * (panels - 1)})
+    ax_w = axes[0]
+    lim = np.abs(W).max() or 1.0
+    ax_w.imshow(W, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax_w.set_yticks(range(classes), names[:classes], fontsize=7)
+    ax_w.set_xlabel("feature j (input of the last layer)")
+    ax_w.set_ylabel("class i")
+    ax_w.set_title(r"$\partial L/\partial W_{ij}$ (red > 0, blue < 0)")
+    for c in labels:
+        ax_w.add_patch(Rectangle((-0.5, c - 0.5), W.shape[1], 1, fill=False, edgecolor="black", linewidth=1.5))
+
+    bars = [(W.sum(1), r"row sum $\sum_j \partial L/\partial W_{ij}$")]
+    if db is not None:
+        bars.append((db.detach().double().cpu().numpy(), r"bias $\partial L/\partial b_i$"))
+    for ax, (values, name) in zip(axes[1:], bars, strict=True):
+        ax.barh(np.arange(classes), values, color=np.where(values < 0, "tab:blue", "tab:red"))
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_ylim(classes - 0.5, -0.5)
+        ax.set_yticks(range(classes), names[:classes], fontsize=7)
+        for c in labels:
+            ax.get_yticklabels()[c].set_fontweight("bold")
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
