@@ -1,0 +1,434 @@
+"""The reconstruction engine: DLG and iDLG for many independent trials in one batched computation.
+
+**DLG** (Zhu, Liu and Han 2019, "Deep Leakage from Gradients", Alg. 1) optimises a dummy batch ``x'`` and a dummy
+label ``y'`` so that the gradient they produce matches the one the client shared:
+
+.. math::
+    x'^*, y'^* = \\arg\\min_{x', y'}
+    \\big\\| \\nabla_W \\ell(F(x'; W), \\mathrm{softmax}(y')) - \\nabla W \\big\\|^2
+
+with ``l`` the (soft-target) cross-entropy averaged over the batch, exactly as the client's loss is, and L-BFGS
+(``lr=1``). **iDLG** (Zhao, Mopuri and Bilen 2020) first reads the label off the gradient
+(:func:`leaklib.labels.idlg`) and then optimises ``x'`` alone against the one-hot label.
+
+Every trial has its own model, target gradient and dummy. Their parameters are stacked
+(``torch.func.stack_module_state``) and the gradient-matching loss and its gradient are computed for all trials
+at once with ``vmap(grad_and_value(...))`` around a ``functional_call``, on the CPU or a GPU with the same code.
+The optimiser (:class:`leaklib.optim.BatchedLBFGS`) keeps per-trial state, so a trial's result does not depend on
+its batch-mates. Trials stop on their own once their matching loss is below ``tol``; finished trials are dropped
+from the computation. A trial whose loss or dummy becomes non-finite restarts from a fresh random start within its
+remaining budget, and the restart is counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
+
+from .gradients import check_update
+from .labels import idlg as idlg_label
+from .models import last_linear
+from .optim import BatchedLBFGS
+from .utils import check_choice, get_device
+
+__all__ = ["AttackResult", "reconstruct", "dlg", "idlg", "trial_seed"]
+
+METHODS = ("dlg", "idlg")
+
+
+@dataclass
+class AttackResult:
+    """What :func:`reconstruct` returns, one entry per trial (tensors on the CPU).
+
+    Attributes:
+        dummy_x: the reconstructions, ``(T, B, C, H, W)``.
+        labels: the labels the attack settled on, ``(T, B)``: iDLG's extracted (or given) labels; for DLG the
+            argmax of ``softmax(dummy_label)`` *after* optimisation.
+        dummy_label: DLG's optimised label logits ``(T, B, K)`` (``None`` for iDLG).
+        loss: the final gradient-matching loss ``(T,)``.
+        converged: ``loss < tol`` ``(T,)``.
+        steps: L-BFGS steps used ``(T,)``, at most ``iterations``.
+        restarts: fresh random starts after a non-finite loss ``(T,)``.
+        loss_history: matching loss at the start of every step ``(T, iterations)``; ``nan`` after a trial stopped.
+        snapshots: ``{step: (T, B, C, H, W)}`` reconstructions at the requested steps (after that many steps;
+            a trial that stopped earlier shows its final image).
+        seconds: wall time of the whole run.
+        device: where it ran.
+    """
+
+    dummy_x: torch.Tensor
+    labels: torch.Tensor
+    dummy_label: torch.Tensor | None
+    loss: torch.Tensor
+    converged: torch.Tensor
+    steps: torch.Tensor
+    restarts: torch.Tensor
+    loss_history: torch.Tensor
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def trial_seed(*keys: int) -> int:
+    """A 32-bit seed derived from integer keys, e.g. ``(run seed, trial)`` or ``(trial seed, restart)``."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def _check_models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    if isinstance(models, nn.Module):
+        models = [models]
+    if not isinstance(models, Sequence) or not models or not all(isinstance(m, nn.Module) for m in models):
+        raise TypeError("models must be an nn.Module or a non-empty sequence of them (one per trial)")
+    shapes = [tuple(p.shape) for p in models[0].parameters()]
+    for i, m in enumerate(models):
+        if [tuple(p.shape) for p in m.parameters()] != shapes:
+            raise ValueError(f"models[{i}] does not have the architecture of models[0]; trials must share it")
+        if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in m.modules()) and m.training:
+            raise ValueError(f"models[{i}] has BatchNorm in training mode; call model.eval() first")
+    last_linear(models[0])
+    return list(models)
+
+
+def reconstruct(
+    models: nn.Module | Sequence[nn.Module],
+    target_grads: Sequence[Sequence[torch.Tensor]],
+    image_shape: tuple[int, int, int],
+    *,
+    method: str = "idlg",
+    batch_size: int = 1,
+    labels: torch.Tensor | None = None,
+    iterations: int = 300,
+    tol: float = 1e-6,
+    lr: float = 1.0,
+    max_iter: int = 20,
+    history_size: int = 100,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    init: str = "uniform",
+    relative: bool = False,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype = torch.float32,
+    chunk_size: int | None = None,
+    snapshot_at: Sequence[int] = (),
+    patience: int | None = 50,
+    stall_loss: float | None = None,
+    tolerance_change: float = 1e-9,
+    max_restarts: int = 20,
+    progress: bool = True,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> AttackResult:
+    """Run DLG or iDLG on ``T`` independent trials at once.
+
+    Args:
+        models: one model per trial (same architecture), or one model for a single trial.
+        target_grads: per trial, the shared gradient: one tensor per parameter in ``model.parameters()`` order
+            (:func:`leaklib.gradients.fedsgd_gradients`), of the *mean* cross-entropy over a batch of ``batch_size``.
+        image_shape: ``(C, H, W)`` of one image.
+        method: ``"dlg"`` (dummy image and dummy soft label) or ``"idlg"`` (label first, then the image).
+        batch_size: images behind each target gradient (DLG's batched setting, B up to 8). iDLG needs
+            ``labels`` when ``batch_size > 1``.
+        labels: known labels ``(T, B)``; for iDLG they replace the extraction (for DLG they are ignored).
+        iterations: L-BFGS steps per trial (each up to ``max_iter`` evaluations), 300 in the papers.
+        tol: a trial stops once its matching loss is below this (1e-6 in the papers' code).
+        lr, max_iter, history_size: L-BFGS settings (PyTorch's defaults, as in the papers).
+        seed: dummy starts are ``N(0, 1)``, drawn for trial ``i`` and restart ``r`` from
+            ``trial_seed(seeds[i], r)``, with ``seeds[i] = trial_seed(seed, i)`` unless ``seeds`` is given.
+        seeds: one seed per trial, so a trial starts from the same point whichever batch it runs in.
+        init: the dummy image's start: ``"uniform"`` (``U(0, 1)``, the range real pixels live in; converges in
+            fewer steps) or ``"normal"`` (``N(0, 1)``, the papers). DLG's dummy label logits always start ``N(0, 1)``.
+        relative: match gradients relative to the target's size, ``||g - G||^2 / ||G||^2``, so ``tol`` means the
+            same for every trial. With the papers' absolute loss, a trial whose model is already confident (a small
+            ``G``) stops at a loss that is small in absolute terms but large for it, with the image still off.
+        device: ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda"``.
+        dtype: ``torch.float32`` (default) or ``torch.float64``.
+        chunk_size: trials computed together (default: as many as fit a memory budget).
+        snapshot_at: steps after which to keep a copy of the reconstructions.
+        patience: restart a trial from a fresh random start when it has not converged within this many steps of
+            its last start (``None``: never, the papers' protocol). Stuck trials then get new chances within the
+            same budget instead of spending it all. ``init="normal", patience=None`` is the papers' protocol.
+        stall_loss: with ``patience``, restart only trials whose loss is still above this (default ``tol``): a
+            trial far below it is on its way and is left alone.
+        tolerance_change: L-BFGS's tolerance on the change of the loss and of the step (PyTorch's 1e-9).
+        max_restarts: restarts allowed per trial (for divergence or patience).
+        progress: show a progress bar.
+        callback: ``callback(step, dummy_x, loss)`` after every step of the first chunk (for live figures).
+    """
+    key = check_choice("method", method, METHODS)
+    init = check_choice("init", init, ("normal", "uniform"))
+    models = _check_models(models)
+    T = len(models)
+    if not isinstance(target_grads, Sequence) or len(target_grads) != T:
+        raise ValueError(f"target_grads must hold one gradient per trial ({T}); got {len(target_grads)}")
+    for i, (m, g) in enumerate(zip(models, target_grads, strict=True)):
+        check_update(m, list(g), argument=f"target_grads[{i}]")
+    if not (isinstance(image_shape, (tuple, list)) and len(image_shape) == 3 and all(int(s) > 0 for s in image_shape)):
+        raise ValueError(f"image_shape must be (C, H, W); got {image_shape!r}")
+    image_shape = tuple(int(s) for s in image_shape)
+    for name, value in (("batch_size", batch_size), ("iterations", iterations), ("max_iter", max_iter),
+                        ("history_size", history_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if not tol > 0 or not lr > 0:
+        raise ValueError(f"tol and lr must be positive; got tol={tol!r}, lr={lr!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    snapshot_at = sorted({int(s) for s in snapshot_at})
+    if any(s < 0 or s > iterations for s in snapshot_at):
+        raise ValueError(f"snapshot_at must lie in [0, iterations={iterations}]; got {snapshot_at}")
+    dev = get_device(device)
+    B = batch_size
+    num_classes = last_linear(models[0]).out_features
+
+    if key == "idlg":
+        if labels is None:
+            if B > 1:
+                raise ValueError(f"iDLG with batch_size={B} needs labels: its label rule reads one sample; "
+                                 "restore batch labels with the methods of chapter 4")
+            labels = torch.tensor([[idlg_label(m, list(g))] for m, g in zip(models, target_grads, strict=True)])
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(T, -1)
+        if labels.shape != (T, B):
+            raise ValueError(f"labels must have shape (trials, batch_size) = {(T, B)}; got {tuple(labels.shape)}")
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}); got min {int(labels.min())}, "
+                             f"max {int(labels.max())}")
+
+    n_img = B * math.prod(image_shape)
+    n_lab = B * num_classes if key == "dlg" else 0
+    dim = n_img + n_lab
+    if chunk_size is None:
+        budget = (16 if dev.type == "cuda" else 1) * 2**30
+        per_trial = 2 * history_size * dim * torch.finfo(dtype).bits // 8
+        chunk_size = max(1, min(T, budget // per_trial))
+
+    if seeds is None:
+        seeds = [trial_seed(seed, i) for i in range(T)]
+    elif len(seeds) != T:
+        raise ValueError(f"seeds must hold one seed per trial ({T}); got {len(seeds)}")
+
+    def fresh_start(trial: int, restart: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(trial_seed(int(seeds[trial]), restart))
+        start = torch.randn(dim, generator=gen, dtype=dtype)
+        if init == "uniform":
+            start[:n_img] = torch.rand(n_img, generator=gen, dtype=dtype)
+        return start
+
+    # one functional copy of the architecture; each trial's weights come in through functional_call
+    base = copy.deepcopy(models[0]).to("meta")
+    split = _split_head(models[0], image_shape)
+    if split is not None:
+        body = copy.deepcopy(split[0]).to("meta")
+        w_name, b_name = split[1], split[2]
+
+    def matching_loss(z, p, b, target, y, scale):
+        return scale * _matching_loss(z, p, b, target, y)
+
+    def _matching_loss(z, p, b, target, y):
+        dx = z[:n_img].reshape(B, *image_shape)
+        soft = F.softmax(z[n_img:].reshape(B, num_classes), dim=-1) if key == "dlg" else y
+        if split is None:  # plain second-order autograd through the whole model
+            def inner_loss(p):
+                out = functional_call(base, (p, b), (dx,))
+                return -(soft * F.log_softmax(out, dim=-1)).sum(-1).mean()
+
+            g = grad(inner_loss)(p)
+            return sum(((g[name] - target[name]) ** 2).sum() for name in g)
+        return _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name)
+
+    batched = vmap(grad_and_value(matching_loss))
+
+    out_x = torch.zeros(T, B, *image_shape, dtype=dtype)
+    out_lab = torch.zeros(T, B, num_classes, dtype=dtype) if key == "dlg" else None
+    out_loss = torch.full((T,), float("nan"), dtype=torch.float64)
+    out_steps = torch.zeros(T, dtype=torch.long)
+    out_restarts = torch.zeros(T, dtype=torch.long)
+    history = torch.full((T, iterations), float("nan"), dtype=torch.float64)
+    snaps = {s: torch.zeros(T, B, *image_shape, dtype=dtype) for s in snapshot_at}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T * iterations, desc=f"{key.upper()} x{T}", unit="step", leave=False)
+    start_time = time.perf_counter()
+
+    for lo in range(0, T, chunk_size):
+        ids = torch.arange(lo, min(T, lo + chunk_size))
+        chunk = [models[i] for i in ids.tolist()]
+        params, buffers = stack_module_state([copy.deepcopy(m).to(dev, dtype) for m in chunk])
+        params = {k: v.detach() for k, v in params.items()}
+        names = list(params)
+        target = {n: torch.stack([target_grads[i][k].detach() for i in ids.tolist()]).to(dev, dtype)
+                  for k, n in enumerate(names)}
+        known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
+        y = F.one_hot(known, num_classes).to(dev, dtype)
+        norm2 = sum((v.double() ** 2).flatten(1).sum(1) for v in target.values())
+        scale = (1.0 / norm2 if relative else torch.ones_like(norm2)).to(dev)
+
+        def closure(z, params=params, buffers=buffers, target=target, y=y, scale=scale):
+            g, loss = batched(z, params, buffers, target, y, scale)
+            return loss.detach(), g.detach()
+
+        z = torch.stack([fresh_start(int(i), 0) for i in ids]).to(dev)
+        opt = BatchedLBFGS(len(ids), dim, lr=lr, max_iter=max_iter, history_size=history_size,
+                           tolerance_change=tolerance_change, device=dev, dtype=dtype)
+        restarts = torch.zeros(len(ids), dtype=torch.long)
+        started = torch.zeros(len(ids), dtype=torch.long)  # step of each row's last (re)start
+        rows = ids.clone()  # original trial index of each row still in the computation
+        sync = dev.type != "cuda"
+        for step in range(iterations):
+            if step in snaps:
+                snaps[step][rows] = z[:, :n_img].reshape(-1, B, *image_shape).cpu()
+            z, loss = opt.step(z, closure, stop_below=tol, sync=sync)
+            loss_cpu = loss.double().cpu()
+            history[rows, step] = loss_cpu
+            out_steps[rows] = step + 1
+            # a non-finite loss or dummy, or no convergence within `patience` steps: a fresh random start for that
+            # trial, within its remaining budget
+            bad = ~torch.isfinite(loss_cpu) | ~torch.isfinite(z).all(1).cpu()
+            if patience is not None:
+                stall = tol if stall_loss is None else max(stall_loss, tol)  # converged trials are never restarted
+                bad |= (loss_cpu >= stall) & (step + 1 - started >= patience) & (step + 1 < iterations)
+            bad &= restarts < max_restarts
+            if bool(bad.any()):
+                for r in torch.nonzero(bad).flatten().tolist():
+                    restarts[r] += 1
+                    z[r] = fresh_start(int(rows[r]), int(restarts[r])).to(dev, dtype)
+                started[bad] = step + 1
+                opt.reset(bad.to(dev))
+            if bar is not None:
+                bar.update(len(rows))
+            if callback is not None and lo == 0:
+                callback(step + 1, z[:, :n_img].reshape(-1, B, *image_shape).detach().cpu(), loss_cpu)
+            done = (loss_cpu < tol) & ~bad  # converged at the start of this step: it did not move
+            if not bool(done.any()):
+                continue
+            out_steps[rows[done]] = step
+            for snap_step, snap in snaps.items():
+                if snap_step > step:
+                    snap[rows[done]] = z[done.to(dev), :n_img].reshape(-1, B, *image_shape).cpu()
+            _store(out_x, out_lab, out_loss, out_restarts, rows[done], z[done.to(dev)], loss_cpu[done],
+                   restarts[done], n_img, B, image_shape, num_classes)
+            if bar is not None:
+                bar.update(int(done.sum()) * (iterations - step - 1))
+            keep = torch.nonzero(~done).flatten()
+            rows, restarts, started = rows[keep], restarts[keep], started[keep]
+            if len(keep) == 0:
+                break
+            kd = keep.to(dev)
+            z = z[kd]
+            opt.subset(kd)
+            params = {k: v[kd] for k, v in params.items()}
+            buffers = {k: v[kd] for k, v in buffers.items()}
+            target = {k: v[kd] for k, v in target.items()}
+            y, scale = y[kd], scale[kd]
+
+            def closure(z, params=params, buffers=buffers, target=target, y=y, scale=scale):
+                g, loss = batched(z, params, buffers, target, y, scale)
+                return loss.detach(), g.detach()
+
+        if len(rows):  # trials that used the whole budget: one last evaluation for their final loss
+            final_loss, _ = closure(z)
+            if iterations in snaps:
+                snaps[iterations][rows] = z[:, :n_img].reshape(-1, B, *image_shape).cpu()
+            _store(out_x, out_lab, out_loss, out_restarts, rows, z, final_loss.double().cpu(), restarts, n_img, B,
+                   image_shape, num_classes)
+
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start_time
+    diverged = ~torch.isfinite(out_loss) | ~torch.isfinite(out_x).flatten(1).all(1)
+    if bool(diverged.any()):
+        warnings.warn(f"{int(diverged.sum())} of {T} trials still had a non-finite loss or image after "
+                      f"{max_restarts} restarts; their results are NaN/inf (see result.restarts)", RuntimeWarning,
+                      stacklevel=2)
+    if key == "dlg":
+        pred = out_lab.argmax(-1)  # after optimisation, never before
+    else:
+        pred = labels.clone()
+    return AttackResult(
+        dummy_x=out_x, labels=pred, dummy_label=out_lab, loss=out_loss, converged=out_loss < tol,
+        steps=out_steps, restarts=out_restarts, loss_history=history, snapshots=snaps, seconds=seconds,
+        device=str(dev),
+    )
+
+
+def _split_head(model: nn.Module, image_shape: tuple[int, int, int]):
+    """``(body, weight name, bias name)`` when the model is ``last_linear(body(x))``, else ``None``.
+
+    The body is the model with its final Linear layer replaced by the identity; the split is checked on a
+    random input, so a model that does anything after its last Linear layer takes the plain autograd path.
+    """
+    head = last_linear(model)
+    path = next(name for name, module in model.named_modules() if module is head)
+    body = copy.deepcopy(model)
+    parent = body.get_submodule(path.rpartition(".")[0]) if "." in path else body
+    setattr(parent, path.rpartition(".")[2], nn.Identity())
+    probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        param = next(model.parameters())
+        probe = probe.to(param.device, param.dtype)
+        try:
+            same = torch.allclose(model(probe), head(body(probe)), rtol=1e-5, atol=1e-6)
+        except RuntimeError:
+            same = False
+    if not same:
+        return None
+    return body, f"{path}.weight", (f"{path}.bias" if head.bias is not None else None)
+
+
+def _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name):
+    """The gradient-matching loss with the last layer's terms in closed form (chapter 1).
+
+    For features ``a_b`` and ``delta_b = (softmax(z_b) - y_b) / B``, the last layer's gradient is
+    ``dW = sum_b delta_b a_b^T`` and ``db = sum_b delta_b``, so
+    ``||dW - G||^2 = sum_{b,b'} (delta_b . delta_b')(a_b . a_b') - 2 sum_b delta_b^T G a_b + ||G||^2``: one
+    matrix-vector product with ``G`` per sample instead of a ``(K, d)`` gradient and its second derivative. The
+    expansion cancels near the optimum, so it is evaluated in float64. The body's gradient comes from autograd.
+    """
+    W = p[w_name]
+    bias = p[b_name] if b_name is not None else None
+    body_params = {k: v for k, v in p.items() if k not in (w_name, b_name)}
+
+    def inner_loss(bp):
+        a = functional_call(body, (bp, b), (dx,))
+        z = a @ W.T + (bias if bias is not None else 0.0)
+        return -(soft * F.log_softmax(z, dim=-1)).sum(-1).mean(), (a, z)
+
+    g, (a, z) = grad(inner_loss, has_aux=True)(body_params)
+    loss = sum(((g[name] - target[name]) ** 2).sum() for name in g)
+    delta = ((F.softmax(z, dim=-1) - soft) / z.shape[0]).double()
+    a64, G = a.double(), target[w_name].double()
+    head = ((delta @ delta.T) * (a64 @ a64.T)).sum() - 2 * (delta * (a64 @ G.T)).sum() + (G * G).sum()
+    if b_name is not None:
+        head = head + ((delta.sum(0) - target[b_name].double()) ** 2).sum()
+    return loss + head
+
+
+def _store(out_x, out_lab, out_loss, out_restarts, rows, z, loss, restarts, n_img, B, image_shape, num_classes):
+    z = z.detach().cpu()
+    out_x[rows] = z[:, :n_img].reshape(-1, B, *image_shape).to(out_x.dtype)
+    if out_lab is not None:
+        out_lab[rows] = z[:, n_img:].reshape(-1, B, num_classes).to(out_lab.dtype)
+    out_loss[rows] = loss.double()
+    out_restarts[rows] = restarts
+
+
+def dlg(models, target_grads, image_shape, **kwargs) -> AttackResult:
+    """DLG (Zhu et al. 2019): dummy image and dummy soft label, optimised together. See :func:`reconstruct`."""
+    return reconstruct(models, target_grads, image_shape, method="dlg", **kwargs)
+
+
+def idlg(models, target_grads, image_shape, **kwargs) -> AttackResult:
+    """iDLG (Zhao et al. 2020): the label from the gradient, then the image alone. See :func:`reconstruct`."""
+    return reconstruct(models, target_grads, image_shape, method="idlg", **kwargs)

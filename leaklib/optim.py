@@ -1,0 +1,207 @@
+"""Optimisers that run many independent problems at once, each with its own state.
+
+:class:`BatchedLBFGS` is PyTorch's ``torch.optim.LBFGS`` without line search (the configuration DLG and iDLG
+use: ``lr=1``, ``max_iter=20``, ``history_size=100``), applied to ``T`` independent problems stacked along the
+first dimension. Every problem keeps its own curvature history, step size, iteration count and stopping
+decisions, so a problem's trajectory does not depend on which others share the batch.
+
+The two-loop recursion (Nocedal and Wright, *Numerical Optimization*, Alg. 7.4) is evaluated without a Python
+loop over the history: with ``S`` and ``Y`` the stored steps and gradient differences and ``rho_i = 1/(y_i.s_i)``,
+
+- first loop:  ``alpha_i = rho_i (s_i.q_i)`` with ``q_i = -g - sum_{j>i} alpha_j y_j``, i.e. the upper-triangular
+  system ``(I + diag(rho) U) alpha = -rho * (S g)`` with ``U_ij = s_i.y_j`` for ``j > i``;
+- second loop: ``c_i = alpha_i - beta_i`` with ``beta_i = rho_i y_i.(H0 q + sum_{j<i} c_j s_j)``, i.e. the
+  lower-triangular system ``(I + diag(rho) L) c = alpha - rho * H0 (Y q)`` with ``L_ij = y_i.s_j`` for ``j < i``;
+
+and the direction is ``H0 q + S^T c``. The small Gram matrices ``S Y^T`` and ``Y Y^T`` are updated as pairs arrive;
+``S`` and ``Y`` live in a ring buffer per problem, so old pairs are overwritten, never shifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["BatchedLBFGS"]
+
+Closure = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class BatchedLBFGS:
+    """L-BFGS for ``num`` independent problems of ``dim`` variables each (PyTorch's algorithm, no line search).
+
+    ``step(z, closure, mask)`` performs, for every problem selected by ``mask``, exactly what one call of
+    ``torch.optim.LBFGS.step`` does: up to ``max_iter`` iterations with their early exits (``tolerance_grad`` on
+    the largest gradient entry, ``tolerance_change`` on the step and on the change of the loss). ``closure(z)``
+    returns the loss ``(T,)`` and its gradient ``(T, dim)`` of all problems.
+    """
+
+    def __init__(
+        self,
+        num: int,
+        dim: int,
+        *,
+        lr: float = 1.0,
+        max_iter: int = 20,
+        history_size: int = 100,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-9,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be positive; got {lr!r}")
+        if max_iter < 1 or history_size < 1:
+            raise ValueError(f"max_iter and history_size must be >= 1; got {max_iter}, {history_size}")
+        self.lr, self.max_iter, self.history_size = float(lr), int(max_iter), int(history_size)
+        self.tolerance_grad, self.tolerance_change = float(tolerance_grad), float(tolerance_change)
+        T, H, D = num, history_size, dim
+        kw = dict(device=device, dtype=dtype)
+        self.S = torch.zeros(T, H, D, **kw)
+        self.Y = torch.zeros(T, H, D, **kw)
+        self.SY = torch.zeros(T, H, H, **kw)  # SY[t, i, j] = s_i . y_j  (slot indices)
+        self.YY = torch.zeros(T, H, H, **kw)
+        self.rho = torch.zeros(T, H, **kw)  # 0 marks an empty slot
+        self.count = torch.zeros(T, dtype=torch.long, device=device)
+        self.head = torch.zeros(T, dtype=torch.long, device=device)  # slot the next pair goes to
+        self.H_diag = torch.ones(T, **kw)
+        self.d = torch.zeros(T, D, **kw)
+        self.t = torch.zeros(T, **kw)
+        self.prev_g = torch.zeros(T, D, **kw)
+        self.prev_loss = torch.zeros(T, dtype=torch.float64, device=device)
+        self.n_iter = torch.zeros(T, dtype=torch.long, device=device)  # iterations since the (re)start
+        self.func_evals = torch.zeros(T, dtype=torch.long, device=device)
+
+    def reset(self, mask: torch.Tensor) -> None:
+        """Forget everything about the problems in ``mask`` (a fresh optimiser, e.g. after a restart)."""
+        m = mask
+        # zero the stored pairs too: NaNs of a diverged trajectory would survive a zero coefficient (NaN * 0)
+        for buf in (self.S, self.Y, self.SY, self.YY, self.prev_g):
+            buf[m] = 0.0
+        self.rho[m] = 0.0
+        self.count[m] = 0
+        self.head[m] = 0
+        self.H_diag[m] = 1.0
+        self.n_iter[m] = 0
+        self.d[m] = 0.0
+        self.t[m] = 0.0
+
+    def subset(self, index: torch.Tensor) -> None:
+        """Keep only the problems at ``index``, in that order (the engine drops finished trials this way)."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value[index])
+
+    # -------------------------------------------------------------------------------------------- internals
+
+    def _push(self, push: torch.Tensor, s: torch.Tensor, y: torch.Tensor, ys: torch.Tensor) -> None:
+        """Store the pair (s, y) for the problems in ``push``, overwriting their oldest pair when full."""
+        T, H = self.rho.shape
+        rows = torch.arange(T, device=s.device)
+        slot = self.head
+        keep = push[:, None]
+        self.S[rows, slot] = torch.where(keep, s, self.S[rows, slot])
+        self.Y[rows, slot] = torch.where(keep, y, self.Y[rows, slot])
+        self.rho[rows, slot] = torch.where(push, 1.0 / torch.where(push, ys, torch.ones_like(ys)),
+                                           self.rho[rows, slot])
+        # new Gram entries: s_new . y_j, s_j . y_new, y_new . y_j for every slot j (the new slot included)
+        s_dot_Y = torch.einsum("td,thd->th", s, self.Y)
+        S_dot_y = torch.einsum("thd,td->th", self.S, y)
+        y_dot_Y = torch.einsum("td,thd->th", y, self.Y)
+        SY_row = torch.where(keep, s_dot_Y, self.SY[rows, slot])
+        self.SY[rows, slot] = SY_row
+        SY_col = torch.where(keep, S_dot_y, self.SY[rows, :, slot])
+        self.SY[rows, :, slot] = SY_col
+        YY_row = torch.where(keep, y_dot_Y, self.YY[rows, slot])
+        self.YY[rows, slot] = YY_row
+        self.YY[rows, :, slot] = YY_row
+        self.H_diag = torch.where(push, ys / (y * y).sum(1), self.H_diag)
+        self.head = torch.where(push, (self.head + 1) % H, self.head)
+        self.count = torch.where(push, torch.clamp(self.count + 1, max=H), self.count)
+
+    def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        """The L-BFGS direction ``-H g`` of every problem, from its stored pairs (two-loop recursion)."""
+        T, H = self.rho.shape
+        # chronological order of the slots, oldest first: slot (head - H + k) mod H for k = 0..H-1
+        k = torch.arange(H, device=g.device)
+        order = (self.head[:, None] - H + k[None, :]) % H  # (T, H)
+        valid = k[None, :] >= (H - self.count[:, None])  # the last `count` positions hold pairs
+        rho = torch.where(valid, torch.gather(self.rho, 1, order), torch.zeros_like(self.rho))
+        SY = torch.gather(torch.gather(self.SY, 1, order[:, :, None].expand(T, H, H)), 2,
+                          order[:, None, :].expand(T, H, H))
+        YY = torch.gather(torch.gather(self.YY, 1, order[:, :, None].expand(T, H, H)), 2,
+                          order[:, None, :].expand(T, H, H))
+        Sg = torch.gather(torch.einsum("thd,td->th", self.S, g), 1, order)
+        Yg = torch.gather(torch.einsum("thd,td->th", self.Y, g), 1, order)
+        eye = torch.eye(H, device=g.device, dtype=g.dtype)
+        upper = eye + rho[:, :, None] * torch.triu(SY, diagonal=1)
+        alpha = torch.linalg.solve_triangular(upper, (-rho * Sg)[:, :, None], upper=True).squeeze(-1)
+        Yq = -Yg - torch.einsum("tij,tj->ti", YY, alpha)
+        lower = eye + rho[:, :, None] * torch.tril(SY.transpose(1, 2), diagonal=-1)
+        c = torch.linalg.solve_triangular(lower, (alpha - rho * self.H_diag[:, None] * Yq)[:, :, None],
+                                          upper=False).squeeze(-1)
+        # back to slot order: coefficient of slot order[t, k] is alpha[t, k] (resp. c[t, k])
+        alpha_slot = torch.zeros_like(alpha).scatter_(1, order, alpha)
+        c_slot = torch.zeros_like(c).scatter_(1, order, c)
+        q = -g - torch.einsum("th,thd->td", alpha_slot, self.Y)
+        return self.H_diag[:, None] * q + torch.einsum("th,thd->td", c_slot, self.S)
+
+    # -------------------------------------------------------------------------------------------- the step
+
+    def step(
+        self,
+        z: torch.Tensor,
+        closure: Closure,
+        mask: torch.Tensor | None = None,
+        *,
+        stop_below: float | None = None,
+        sync: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One ``torch.optim.LBFGS.step`` for the problems in ``mask`` (all when ``None``).
+
+        Returns the new variables and the loss at the start of the step (what ``LBFGS.step`` returns).
+        Problems whose loss at the start is already below ``stop_below`` do not move (the caller's early stop,
+        decided without an extra evaluation). With ``sync=True`` the inner loop ends early once no problem is
+        still iterating (one host sync per iteration; pass ``False`` on CUDA to avoid it).
+        """
+        T = z.shape[0]
+        run = torch.ones(T, dtype=torch.bool, device=z.device) if mask is None else mask.clone()
+        loss, g = closure(z)
+        self.func_evals += run
+        orig_loss = loss
+        loss = loss.double()
+        run &= ~(g.abs().amax(1) <= self.tolerance_grad)
+        if stop_below is not None:
+            run &= ~(loss < stop_below)
+        for n in range(1, self.max_iter + 1):
+            self.n_iter += run
+            first = run & (self.n_iter == 1)
+            later = run & ~first
+            y = g - self.prev_g
+            s = self.d * self.t[:, None]
+            ys = (y * s).sum(1)
+            self._push(later & (ys > 1e-10), s, y, ys)
+            d = torch.where(first[:, None], -g, self._direction(g))
+            self.d = torch.where(run[:, None], d, self.d)
+            self.prev_g = torch.where(run[:, None], g, self.prev_g)
+            self.prev_loss = torch.where(run, loss, self.prev_loss)
+            t0 = torch.clamp(1.0 / g.abs().sum(1), max=1.0) * self.lr
+            t = torch.where(self.n_iter == 1, t0, torch.full_like(t0, self.lr))
+            self.t = torch.where(run, t, self.t)
+            run &= ~((g * self.d).sum(1) > -self.tolerance_change)
+            z = torch.where(run[:, None], z + self.t[:, None] * self.d, z)
+            if n == self.max_iter:
+                break
+            new_loss, new_g = closure(z)
+            self.func_evals += run
+            loss = torch.where(run, new_loss.double(), loss)
+            g = torch.where(run[:, None], new_g, g)
+            run &= ~(
+                (g.abs().amax(1) <= self.tolerance_grad)
+                | ((self.d * self.t[:, None]).abs().amax(1) <= self.tolerance_change)
+                | ((loss - self.prev_loss).abs() < self.tolerance_change)
+            )
+            if sync and not bool(run.any()):
+                break
+        return z, orig_loss

@@ -1,0 +1,145 @@
+"""leaklib.attacks: the batched DLG/iDLG engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+from leaklib import metrics
+from leaklib.attacks import _split_head, _split_matching_loss, reconstruct, trial_seed
+from leaklib.data import load_dataset
+from leaklib.gradients import fedsgd_gradients
+from leaklib.models import convnet, lenet
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist", 16, seed=0, source="bundled", verbose=False)
+
+
+def _trials(x, y, n, seed0=100, dtype=torch.float32):
+    models = [lenet(1, 10, 28, seed=seed0 + i).to(dtype) for i in range(n)]
+    grads = [fedsgd_gradients(m, x[i : i + 1].to(dtype), y[i : i + 1]) for i, m in enumerate(models)]
+    return models, grads
+
+
+@pytest.mark.parametrize("builder, B", [(lenet, 1), (lenet, 3), (convnet, 2)])
+def test_closed_form_head_equals_autograd_matching_loss(builder, B):
+    torch.manual_seed(0)
+    model = builder(1, 10, 28, seed=1).double()
+    x, y = torch.rand(B, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (B,))
+    target = dict(zip([n for n, _ in model.named_parameters()], fedsgd_gradients(model, x, y), strict=True))
+    dummy = torch.randn(B, 1, 28, 28, dtype=torch.float64)
+    soft = F.softmax(torch.randn(B, 10, dtype=torch.float64), -1)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def inner(p):
+        out = functional_call(model, (p, {}), (dummy,))
+        return -(soft * F.log_softmax(out, -1)).sum(-1).mean()
+
+    g = grad(inner)(params)
+    direct = sum(((g[n] - target[n]) ** 2).sum() for n in g)
+    body, w, b = _split_head(model, (1, 28, 28))
+    closed = _split_matching_loss(body, params, {}, dummy, soft, target, w, b)
+    assert torch.allclose(closed, direct, rtol=1e-10)
+
+
+def test_idlg_recovers_one_mnist_image(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 1)
+    result = reconstruct(models, grads, (1, 28, 28), method="idlg", iterations=100, progress=False)
+    assert result.labels.tolist() == [[int(y[0])]]
+    assert float(metrics.mse(result.dummy_x[:, 0], x[:1])[0]) < 1e-4
+    assert bool(result.converged[0]) and int(result.restarts[0]) == 0
+
+
+def test_a_trial_does_not_depend_on_its_batch_mates(mnist):
+    """The same trial alone and inside a batch of 16 gives the same reconstruction."""
+    x, y = mnist
+    models, grads = _trials(x, y, 16, dtype=torch.float64)
+    seeds = [trial_seed(5, i) for i in range(16)]
+    # a few steps: batched and single convolutions round differently (~1e-15) and L-BFGS amplifies that
+    kw = dict(image_shape=(1, 28, 28), method="idlg", iterations=3, progress=False, dtype=torch.float64)
+    together = reconstruct(models, grads, seeds=seeds, **kw)
+    for i in (0, 7):
+        torch.manual_seed(123)  # the global RNG state must not matter either
+        alone = reconstruct([models[i]], [grads[i]], seeds=[seeds[i]], **kw)
+        assert torch.allclose(alone.dummy_x[0], together.dummy_x[i], atol=1e-7)
+        assert torch.allclose(alone.loss[0], together.loss[i], rtol=1e-7)
+
+
+def test_dlg_labels_are_read_after_optimisation(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 4)
+    result = reconstruct(models, grads, (1, 28, 28), method="dlg", iterations=40, progress=False)
+    assert torch.equal(result.labels, result.dummy_label.argmax(-1))
+    good = result.converged
+    assert good.sum() >= 2
+    assert torch.equal(result.labels[good, 0], y[:4][good])
+
+
+def test_snapshots_history_and_early_stop(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 2)
+    seen = []
+    result = reconstruct(models, grads, (1, 28, 28), iterations=40, snapshot_at=(0, 5, 40), progress=False,
+                         callback=lambda step, dx, loss: seen.append(step))
+    assert set(result.snapshots) == {0, 5, 40} and result.snapshots[5].shape == (2, 1, 1, 28, 28)
+    assert seen[:3] == [1, 2, 3]
+    first = result.loss_history[:, 0]
+    assert (first > 1e-3).all()  # a random start is far from the target
+    for t in range(2):
+        if result.converged[t]:
+            s = int(result.steps[t])
+            assert result.loss_history[t, s] < 1e-6 and torch.isnan(result.loss_history[t, s + 1 :]).all()
+            assert torch.equal(result.snapshots[40][t], result.dummy_x[t])
+
+
+def test_non_finite_trials_are_restarted_and_reported(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 2)
+    # trial 0's target overflows float32 whatever the start: it restarts until max_restarts and is reported
+    grads[0] = [torch.full_like(grads[0][0], 1e30), *grads[0][1:]]
+    with pytest.warns(RuntimeWarning, match="1 of 2 trials still had a non-finite loss"):
+        result = reconstruct(models, grads, (1, 28, 28), iterations=30, max_restarts=3, progress=False)
+    assert result.restarts.tolist() == [3, 0]
+    assert not result.converged[0] and not torch.isfinite(result.loss[0])
+    assert bool(result.converged[1])  # its batch-mate is unaffected
+
+
+def test_patience_restarts_stuck_trials(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 3)
+    result = reconstruct(models, grads, (1, 28, 28), iterations=10, patience=3, stall_loss=0.0, progress=False)
+    assert (result.restarts >= 3).all()  # restarted at steps 3, 6, 9
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(method="gradinversion"), ValueError, "method='gradinversion'"),
+        (dict(image_shape=(28, 28)), ValueError, r"image_shape must be \(C, H, W\)"),
+        (dict(iterations=0), ValueError, "iterations must be a positive int"),
+        (dict(batch_size=2), ValueError, "needs labels"),
+        (dict(labels=torch.tensor([[11]])), ValueError, r"labels must lie in \[0, 10\)"),
+        (dict(snapshot_at=(500,)), ValueError, "snapshot_at"),
+    ],
+)
+def test_bad_input(mnist, kwargs, error, message):
+    x, y = mnist
+    models, grads = _trials(x, y, 1)
+    kw = dict(image_shape=(1, 28, 28), iterations=1, progress=False) | kwargs
+    with pytest.raises(error, match=message):
+        reconstruct(models, grads, **kw)
+
+
+def test_mismatched_gradients_name_the_parameter(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 2)
+    bad = [grads[0], [*grads[1][:3], torch.zeros(7), *grads[1][4:]]]
+    with pytest.raises(ValueError, match=r"target_grads\[1\]\[3\] has shape \(7,\).*'body.2.bias'"):
+        reconstruct(models, bad, (1, 28, 28), iterations=1, progress=False)
+    with pytest.raises(ValueError, match="one gradient per trial"):
+        reconstruct(models, grads[:1], (1, 28, 28), iterations=1, progress=False)
