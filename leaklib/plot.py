@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient"]
+__all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient", "plot_fidelity"]
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
@@ -93,5 +93,28 @@ def plot_last_layer_gradient(
         ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fidelity(fidelity: dict[str, dict[str, float]], *, title: str | None = None) -> Figure:
+    """iDLG's Figure 1: for each method, the share of trials whose MSE is below each threshold.
+
+    ``fidelity`` maps a method name to ``{threshold (as a string or float): share}``, as written by
+    ``python -m leaklib reproduce idlg``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, curve in fidelity.items():
+        thresholds = sorted((float(k) for k in curve), reverse=True)
+        shares = [100 * curve[next(k for k in curve if float(k) == t)] for t in thresholds]
+        ax.plot(range(len(thresholds)), shares, marker="o", label=name)
+        ax.set_xticks(range(len(thresholds)), [f"{t:g}" for t in thresholds])
+    ax.set_xlabel("MSE threshold (stricter to the right)")
+    ax.set_ylabel("trials below threshold (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

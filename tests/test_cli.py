@@ -1,0 +1,50 @@
+"""python -m leaklib: the reproduce and bench commands on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from leaklib.__main__ import main
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("LEAKLIB_OFFLINE", "1")
+
+
+def test_reproduce_idlg_writes_json_and_figure(tmp_path, capsys):
+    out, fig = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["reproduce", "idlg", "--dataset", "mnist", "--trials", "2", "--iterations", "5", "--methods",
+                 "dlg,idlg", "--device", "cpu", "--seed", "1", "--json", str(out), "--figure", str(fig),
+                 "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert {"dataset", "trials", "device", "label_accuracy", "fidelity", "seconds"} <= set(data)
+    assert data["dataset"] == "mnist" and data["trials"] == 2 and data["device"] == "cpu"
+    assert set(data["label_accuracy"]) == {"dlg", "idlg"} and data["label_accuracy"]["idlg"] == 1.0
+    assert list(data["fidelity"]["idlg"]) == ["0.01", "0.005", "0.001", "0.0005", "0.0001"]
+    assert all(0.0 <= v <= 1.0 for m in ("dlg", "idlg") for v in data["fidelity"][m].values())
+    assert data["seconds"]["idlg"] > 0
+    assert fig.stat().st_size > 1000
+    assert "idlg" in capsys.readouterr().out
+
+
+def test_bench_prints_both_sides(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "idlg", "--trials", "2", "--iterations", "3", "--device", "cpu", "--json", str(out),
+                 "--no-progress"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"sequential", "engine", "engine_protocol"}
+    assert rows["sequential"]["speedup"] == pytest.approx(1.0)
+    assert "attacks/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["reproduce", "idlg", "--methods", "dlg,gradinversion"],
+                                  ["reproduce", "idlg", "--trials", "0"],
+                                  ["reproduce", "idlg", "--dataset", "imagenet"]])
+def test_bad_arguments_exit_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    assert "error" in capsys.readouterr().err
