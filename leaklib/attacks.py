@@ -115,7 +115,6 @@ def reconstruct(
     seed: int = 0,
     seeds: Sequence[int] | None = None,
     init: str = "uniform",
-    relative: bool = False,
     device: str | torch.device = "auto",
     dtype: torch.dtype = torch.float32,
     chunk_size: int | None = None,
@@ -141,14 +140,11 @@ def reconstruct(
         iterations: L-BFGS steps per trial (each up to ``max_iter`` evaluations), 300 in the papers.
         tol: a trial stops once its matching loss is below this (1e-6 in the papers' code).
         lr, max_iter, history_size: L-BFGS settings (PyTorch's defaults, as in the papers).
-        seed: dummy starts are ``N(0, 1)``, drawn for trial ``i`` and restart ``r`` from
-            ``trial_seed(seeds[i], r)``, with ``seeds[i] = trial_seed(seed, i)`` unless ``seeds`` is given.
+        seed: the random start of trial ``i`` after ``r`` restarts is drawn from ``trial_seed(seeds[i], r)``, with
+            ``seeds[i] = trial_seed(seed, i)`` unless ``seeds`` is given.
         seeds: one seed per trial, so a trial starts from the same point whichever batch it runs in.
         init: the dummy image's start: ``"uniform"`` (``U(0, 1)``, the range real pixels live in; converges in
             fewer steps) or ``"normal"`` (``N(0, 1)``, the papers). DLG's dummy label logits always start ``N(0, 1)``.
-        relative: match gradients relative to the target's size, ``||g - G||^2 / ||G||^2``, so ``tol`` means the
-            same for every trial. With the papers' absolute loss, a trial whose model is already confident (a small
-            ``G``) stops at a loss that is small in absolute terms but large for it, with the image still off.
         device: ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda"``.
         dtype: ``torch.float32`` (default) or ``torch.float64``.
         chunk_size: trials computed together (default: as many as fit a memory budget).
@@ -230,10 +226,7 @@ def reconstruct(
         body = copy.deepcopy(split[0]).to("meta")
         w_name, b_name = split[1], split[2]
 
-    def matching_loss(z, p, b, target, y, scale):
-        return scale * _matching_loss(z, p, b, target, y)
-
-    def _matching_loss(z, p, b, target, y):
+    def matching_loss(z, p, b, target, y):
         dx = z[:n_img].reshape(B, *image_shape)
         soft = F.softmax(z[n_img:].reshape(B, num_classes), dim=-1) if key == "dlg" else y
         if split is None:  # plain second-order autograd through the whole model
@@ -272,12 +265,7 @@ def reconstruct(
                   for k, n in enumerate(names)}
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
-        norm2 = sum((v.double() ** 2).flatten(1).sum(1) for v in target.values())
-        scale = (1.0 / norm2 if relative else torch.ones_like(norm2)).to(dev)
-
-        def closure(z, params=params, buffers=buffers, target=target, y=y, scale=scale):
-            g, loss = batched(z, params, buffers, target, y, scale)
-            return loss.detach(), g.detach()
+        closure = _closure(batched, params, buffers, target, y)
 
         z = torch.stack([fresh_start(int(i), 0) for i in ids]).to(dev)
         opt = BatchedLBFGS(len(ids), dim, lr=lr, max_iter=max_iter, history_size=history_size,
@@ -331,11 +319,8 @@ def reconstruct(
             params = {k: v[kd] for k, v in params.items()}
             buffers = {k: v[kd] for k, v in buffers.items()}
             target = {k: v[kd] for k, v in target.items()}
-            y, scale = y[kd], scale[kd]
-
-            def closure(z, params=params, buffers=buffers, target=target, y=y, scale=scale):
-                g, loss = batched(z, params, buffers, target, y, scale)
-                return loss.detach(), g.detach()
+            y = y[kd]
+            closure = _closure(batched, params, buffers, target, y)
 
         if len(rows):  # trials that used the whole budget: one last evaluation for their final loss
             final_loss, _ = closure(z)
@@ -361,6 +346,16 @@ def reconstruct(
         steps=out_steps, restarts=out_restarts, loss_history=history, snapshots=snaps, seconds=seconds,
         device=str(dev),
     )
+
+
+def _closure(batched, params, buffers, target, y):
+    """The optimiser's view of the trials still running: ``z -> (loss (T,), gradient (T, dim))``."""
+
+    def closure(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g, loss = batched(z, params, buffers, target, y)
+        return loss.detach(), g.detach()
+
+    return closure
 
 
 def _split_head(model: nn.Module, image_shape: tuple[int, int, int]):
