@@ -44,7 +44,7 @@ def test_convnet_relu_right_before_last_linear():
     model = convnet(3, 100, 32, seed=0)
     assert isinstance(model.body[-1], nn.ReLU) and model.fc.bias is not None
     features, logits = last_layer_inputs(model, torch.rand(4, 3, 32, 32))
-    assert features.shape == (4, model.fc.in_features) and float(features.min()) >= 0
+    assert features.shape == (4, model.fc.in_features) and float(features.detach().min()) >= 0
     assert logits.shape == (4, 100)
 
 
