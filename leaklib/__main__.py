@@ -60,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .attacks import PAPER_PROTOCOL
     from .experiments import benchmark_idlg, reproduce_idlg
 
     if args.command == "reproduce":
-        engine = {"init": "normal", "patience": None} if args.protocol else {}
+        engine = PAPER_PROTOCOL if args.protocol else {}
         out = reproduce_idlg(args.dataset, args.trials, iterations=args.iterations, methods=args.methods,
                              device=args.device, seed=args.seed, progress=not args.no_progress, **engine)
         print(f"{args.dataset}, {args.trials} trials on {out['device']} ({out['source']})")

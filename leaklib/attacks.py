@@ -41,9 +41,11 @@ from .models import last_linear
 from .optim import BatchedLBFGS
 from .utils import check_choice, get_device
 
-__all__ = ["AttackResult", "reconstruct", "dlg", "idlg", "trial_seed"]
+__all__ = ["AttackResult", "PAPER_PROTOCOL", "reconstruct", "dlg", "idlg", "trial_seed"]
 
 METHODS = ("dlg", "idlg")
+# The papers' protocol in the engine: an N(0, 1) start and no restarts (leaklib's defaults: U(0, 1), patience 50).
+PAPER_PROTOCOL = {"init": "normal", "patience": None}
 
 
 @dataclass
@@ -212,6 +214,10 @@ def reconstruct(
     elif len(seeds) != T:
         raise ValueError(f"seeds must hold one seed per trial ({T}); got {len(seeds)}")
 
+    def images(z: torch.Tensor) -> torch.Tensor:
+        """The dummy images ``(T, B, C, H, W)`` inside the flat variables ``z``, on the CPU."""
+        return z[:, :n_img].reshape(-1, B, *image_shape).detach().cpu()
+
     def fresh_start(trial: int, restart: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(trial_seed(int(seeds[trial]), restart))
         start = torch.randn(dim, generator=gen, dtype=dtype)
@@ -276,7 +282,7 @@ def reconstruct(
         sync = dev.type != "cuda"
         for step in range(iterations):
             if step in snaps:
-                snaps[step][rows] = z[:, :n_img].reshape(-1, B, *image_shape).cpu()
+                snaps[step][rows] = images(z)
             z, loss = opt.step(z, closure, stop_below=tol, sync=sync)
             loss_cpu = loss.double().cpu()
             history[rows, step] = loss_cpu
@@ -297,14 +303,14 @@ def reconstruct(
             if bar is not None:
                 bar.update(len(rows))
             if callback is not None and lo == 0:
-                callback(step + 1, z[:, :n_img].reshape(-1, B, *image_shape).detach().cpu(), loss_cpu)
+                callback(step + 1, images(z), loss_cpu)
             done = (loss_cpu < tol) & ~bad  # converged at the start of this step: it did not move
             if not bool(done.any()):
                 continue
             out_steps[rows[done]] = step
             for snap_step, snap in snaps.items():
                 if snap_step > step:
-                    snap[rows[done]] = z[done.to(dev), :n_img].reshape(-1, B, *image_shape).cpu()
+                    snap[rows[done]] = images(z[done.to(dev)])
             _store(out_x, out_lab, out_loss, out_restarts, rows[done], z[done.to(dev)], loss_cpu[done],
                    restarts[done], n_img, B, image_shape, num_classes)
             if bar is not None:
@@ -325,7 +331,7 @@ def reconstruct(
         if len(rows):  # trials that used the whole budget: one last evaluation for their final loss
             final_loss, _ = closure(z)
             if iterations in snaps:
-                snaps[iterations][rows] = z[:, :n_img].reshape(-1, B, *image_shape).cpu()
+                snaps[iterations][rows] = images(z)
             _store(out_x, out_lab, out_loss, out_restarts, rows, z, final_loss.double().cpu(), restarts, n_img, B,
                    image_shape, num_classes)
 

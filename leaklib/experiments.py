@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
-from .attacks import AttackResult, reconstruct, trial_seed
+from .attacks import PAPER_PROTOCOL, AttackResult, reconstruct, trial_seed
 from .data import dataset_info, load_dataset
 from .gradients import fedsgd_gradients
 from .labels import idlg as idlg_label
@@ -189,7 +189,7 @@ def benchmark_idlg(
         labels.append(lab)
     seconds = time.perf_counter() - start
     rows["sequential"] = {"seconds": seconds, **evaluate(torch.stack(xs), torch.stack(labels), data)}
-    for name, engine in (("engine", {}), ("engine_protocol", {"init": "normal", "patience": None})):
+    for name, engine in (("engine", {}), ("engine_protocol", PAPER_PROTOCOL)):
         result = _engine(data, method, iterations, device, seed, progress, **engine)
         rows[name] = {"seconds": result.seconds, "device": result.device,
                       **evaluate(result.dummy_x, result.labels, data)}

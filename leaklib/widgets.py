@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from .attacks import AttackResult, reconstruct
+from .attacks import PAPER_PROTOCOL, AttackResult, reconstruct
 from .data import DATASETS
 from .experiments import Trials, make_trials
 from .metrics import match_batch, mse
@@ -45,7 +45,7 @@ def run_demo(
     ``ValueError`` (the attacker is never handed the true labels).
     """
     trials = make_trials(dataset, 1, batch_size=batch_size, seed=seed)
-    engine = {"init": "normal", "patience": None} if protocol else {}
+    engine = PAPER_PROTOCOL if protocol else {}
     result = reconstruct(trials.models, trials.target_grads, trials.image_shape, method=method,
                          batch_size=batch_size, iterations=iterations, seed=seed, device=device,
                          snapshot_at=_strip_steps(iterations), callback=callback, progress=progress, **engine)
