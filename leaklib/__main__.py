@@ -1,8 +1,9 @@
-"""``python -m leaklib reproduce idlg ...`` and ``python -m leaklib bench idlg ...``: the papers' numbers and our speed.
+"""``python -m leaklib reproduce {idlg,labels} ...`` and ``python -m leaklib bench idlg ...``: the papers' numbers.
 
 Examples::
 
     python -m leaklib reproduce idlg --dataset mnist --trials 100 --json idlg_mnist.json --figure idlg_mnist.png
+    python -m leaklib reproduce labels --methods idlg,yin,llg,geng,ilrg --dataset cifar100 --batch-sizes 1,8,32,128
     python -m leaklib bench idlg --dataset mnist --trials 32
 """
 
@@ -14,82 +15,172 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS
+from .labels import LABEL_METHODS
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
     return n
 
 
-def _methods(value: str) -> list[str]:
-    methods = [m.strip().lower() for m in value.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("dlg", "idlg")]
-    if not methods or bad:
-        raise argparse.ArgumentTypeError(f"--methods takes a comma-separated subset of dlg,idlg; got {value!r}")
-    return methods
+def _non_negative(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {value!r}")
+    return n
+
+
+def _choices(valid: tuple[str, ...], option: str):
+    def parse(value: str) -> list[str]:
+        items = [m.strip().lower() for m in value.split(",") if m.strip()]
+        bad = [m for m in items if m not in valid]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"{option} takes a comma-separated subset of {','.join(valid)}; "
+                                             f"got {value!r}")
+        return items
+
+    return parse
+
+
+def _sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--batch-sizes takes comma-separated positive integers; got {value!r}")
+    return sizes
+
+
+def _common(p: argparse.ArgumentParser, trials: int) -> None:
+    p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
+    p.add_argument("--trials", type=_positive, default=trials)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m leaklib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("experiment", choices=["idlg"], help="which paper's experiment")
-        p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
-        p.add_argument("--trials", type=_positive, default=100)
-        p.add_argument("--iterations", type=_positive, default=300, help="L-BFGS steps per attack (papers: 300)")
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--json", type=Path, help="write the results here")
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rep = commands.add_parser("reproduce", help="a paper's table or figure").add_subparsers(dest="experiment",
+                                                                                            required=True)
+    idlg = rep.add_parser("idlg", help="iDLG's Table 1 and Figure 1 (label accuracy, fidelity)")
+    _common(idlg, 100)
+    idlg.add_argument("--iterations", type=_positive, default=300, help="L-BFGS steps per attack (papers: 300)")
+    idlg.add_argument("--methods", type=_choices(("dlg", "idlg"), "--methods"), default=["dlg", "idlg"],
+                      help="comma-separated: dlg,idlg")
+    idlg.add_argument("--figure", type=Path, help="save the fidelity figure here (PNG)")
+    idlg.add_argument("--protocol", action="store_true",
+                      help="the papers' exact protocol in the engine: N(0,1) start, no restarts")
 
-    rep = commands.add_parser("reproduce", help="iDLG's Table 1 and Figure 1 (label accuracy, fidelity)")
-    common(rep)
-    rep.add_argument("--methods", type=_methods, default=["dlg", "idlg"], help="comma-separated: dlg,idlg")
-    rep.add_argument("--figure", type=Path, help="save the fidelity figure here (PNG)")
-    rep.add_argument("--protocol", action="store_true",
-                     help="the papers' exact protocol in the engine: N(0,1) start, no restarts")
-    bench = commands.add_parser("bench", help="engine vs the official one-at-a-time loop, same trials")
-    common(bench)
+    labels = rep.add_parser("labels", help="batch label restoration: instance accuracy per method and batch size")
+    _common(labels, 10)
+    labels.add_argument("--methods", type=_choices(LABEL_METHODS, "--methods"), default=list(LABEL_METHODS),
+                        help=f"comma-separated: {','.join(LABEL_METHODS)}")
+    labels.add_argument("--model", choices=["lenet", "convnet", "resnet18"], default="convnet")
+    labels.add_argument("--batch-sizes", type=_sizes, default=[1, 8, 32, 128])
+    dup = labels.add_mutually_exclusive_group()
+    dup.add_argument("--duplicates", dest="duplicates", action="store_true", default=True,
+                     help="random batches, labels repeat (default)")
+    dup.add_argument("--unique", dest="duplicates", action="store_false", help="one sample per class")
+    labels.add_argument("--trained-steps", type=_non_negative, default=0,
+                        help="train the model this many SGD steps first (0: untrained)")
+    labels.add_argument("--local-steps", type=_positive, default=1,
+                        help="1: the client shares its FedSGD gradient; K > 1: a FedAvg update after K steps")
+    labels.add_argument("--lr", type=float, default=0.1, help="the clients' local learning rate (FedAvg)")
+    labels.add_argument("--classes", type=_positive, default=None,
+                        help="give the model this many classes and draw batch labels uniformly from them "
+                             "(untrained models only)")
+
+    bench = commands.add_parser("bench", help="speed against a baseline, same inputs, one process")
+    bench = bench.add_subparsers(dest="experiment", required=True).add_parser(
+        "idlg", help="engine vs the official one-at-a-time loop, same trials")
+    _common(bench, 32)
+    bench.add_argument("--iterations", type=_positive, default=300)
     bench.add_argument("--method", choices=["dlg", "idlg"], default="idlg")
-    bench.set_defaults(trials=32)
     return parser
+
+
+def _reproduce_idlg(args: argparse.Namespace) -> dict:
+    from .attacks import PAPER_PROTOCOL
+    from .experiments import reproduce_idlg
+
+    engine = PAPER_PROTOCOL if args.protocol else {}
+    out = reproduce_idlg(args.dataset, args.trials, iterations=args.iterations, methods=args.methods,
+                         device=args.device, seed=args.seed, progress=not args.no_progress, **engine)
+    print(f"{args.dataset}, {args.trials} trials on {out['device']} ({out['source']})")
+    print(f"{'method':8} {'labels':>7} " + " ".join(f"{'<' + t:>8}" for t in out["fidelity"][args.methods[0]])
+          + f" {'seconds':>8}")
+    for m in args.methods:
+        print(f"{m:8} {100 * out['label_accuracy'][m]:6.1f}% "
+              + " ".join(f"{100 * v:7.1f}%" for v in out["fidelity"][m].values()) + f" {out['seconds'][m]:8.1f}")
+    if args.figure:
+        from .plot import plot_fidelity
+
+        fig = plot_fidelity({m.upper(): out["fidelity"][m] for m in args.methods},
+                            title=f"{args.dataset}: fidelity over {args.trials} trials")
+        fig.savefig(args.figure, dpi=120)
+        print(f"figure: {args.figure}")
+    return out
+
+
+def _reproduce_labels(args: argparse.Namespace) -> dict:
+    from .experiments import reproduce_labels
+
+    if not args.lr > 0:
+        raise SystemExit(f"error: --lr must be positive; got {args.lr}")
+    out = reproduce_labels(args.dataset, args.model, methods=args.methods, batch_sizes=args.batch_sizes,
+                           duplicates=args.duplicates, trained_steps=args.trained_steps, local_steps=args.local_steps,
+                           lr=args.lr, num_classes=args.classes, trials=args.trials, seed=args.seed,
+                           device=args.device, progress=not args.no_progress)
+    update = "FedSGD gradient" if args.local_steps == 1 else f"FedAvg update, {args.local_steps} steps, lr {args.lr}"
+    labels = f"uniform labels over {out['num_classes']} classes" if out["uniform_labels"] else "the data's labels"
+    print(f"{args.dataset} ({out['source']}), {args.model} "
+          f"{'trained ' + str(args.trained_steps) + ' steps' if args.trained_steps else 'untrained'}, {update}, "
+          f"{'duplicates' if args.duplicates else 'unique labels'}, {labels}; {args.trials} trials, "
+          f"{out['seconds']:.1f} s")
+    print(f"{'method':8} {'B':>5} {'instance acc':>13} {'exact batch':>12}")
+    for row in out["rows"]:
+        print(f"{row['method']:8} {row['batch_size']:5d} {100 * row['instance_accuracy']:12.1f}% "
+              f"{100 * row['exact_batch_rate']:11.1f}%")
+    return out
+
+
+def _bench_idlg(args: argparse.Namespace) -> dict:
+    from .experiments import benchmark_idlg
+
+    out = benchmark_idlg(args.dataset, args.trials, method=args.method, iterations=args.iterations,
+                         device=args.device, seed=args.seed, progress=not args.no_progress)
+    print(f"{args.method} on {args.dataset}, {args.trials} trials, {args.iterations} iterations, "
+          f"{out['torch_threads']} torch threads ({out['source']})")
+    print(f"{'':16} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9}")
+    for name, row in out["rows"].items():
+        print(f"{name:16} {row['attacks_per_second']:10.3f} {row['speedup']:7.1f}x "
+              f"{100 * row['label_accuracy']:6.1f}% {100 * row['fidelity']['0.0001']:8.1f}% "
+              f"{100 * row['fidelity']['0.01']:8.1f}%")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .attacks import PAPER_PROTOCOL
-    from .experiments import benchmark_idlg, reproduce_idlg
-
-    if args.command == "reproduce":
-        engine = PAPER_PROTOCOL if args.protocol else {}
-        out = reproduce_idlg(args.dataset, args.trials, iterations=args.iterations, methods=args.methods,
-                             device=args.device, seed=args.seed, progress=not args.no_progress, **engine)
-        print(f"{args.dataset}, {args.trials} trials on {out['device']} ({out['source']})")
-        print(f"{'method':8} {'labels':>7} " + " ".join(f"{'<' + t:>8}" for t in out["fidelity"][args.methods[0]])
-              + f" {'seconds':>8}")
-        for m in args.methods:
-            print(f"{m:8} {100 * out['label_accuracy'][m]:6.1f}% "
-                  + " ".join(f"{100 * v:7.1f}%" for v in out["fidelity"][m].values()) + f" {out['seconds'][m]:8.1f}")
-        if args.figure:
-            from .plot import plot_fidelity
-
-            fig = plot_fidelity({m.upper(): out["fidelity"][m] for m in args.methods},
-                                title=f"{args.dataset}: fidelity over {args.trials} trials")
-            fig.savefig(args.figure, dpi=120)
-            print(f"figure: {args.figure}")
-    else:
-        out = benchmark_idlg(args.dataset, args.trials, method=args.method, iterations=args.iterations,
-                             device=args.device, seed=args.seed, progress=not args.no_progress)
-        print(f"{args.method} on {args.dataset}, {args.trials} trials, {args.iterations} iterations, "
-              f"{out['torch_threads']} torch threads ({out['source']})")
-        print(f"{'':16} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9}")
-        for name, row in out["rows"].items():
-            print(f"{name:16} {row['attacks_per_second']:10.3f} {row['speedup']:7.1f}x "
-                  f"{100 * row['label_accuracy']:6.1f}% {100 * row['fidelity']['0.0001']:8.1f}% "
-                  f"{100 * row['fidelity']['0.01']:8.1f}%")
+    run = {("reproduce", "idlg"): _reproduce_idlg, ("reproduce", "labels"): _reproduce_labels,
+           ("bench", "idlg"): _bench_idlg}[(args.command, args.experiment)]
+    try:
+        out = run(args)
+    except ValueError as err:  # a setting that cannot be run (e.g. unique labels beyond the classes): say which
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
         print(f"json: {args.json}")

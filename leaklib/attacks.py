@@ -18,6 +18,14 @@ The optimiser (:class:`leaklib.optim.BatchedLBFGS`) keeps per-trial state, so a 
 its batch-mates. Trials stop on their own once their matching loss is below ``tol``; finished trials are dropped
 from the computation. A trial whose loss or dummy becomes non-finite restarts from a fresh random start within its
 remaining budget, and the restart is counted.
+
+**Batches and FedAvg** (chapter 5; Geng et al. 2021, "Towards General Deep Leakage in Federated Learning"): the same
+engine reconstructs a batch of ``B`` images from a FedSGD gradient with known (restored) labels
+(:func:`reconstruct_batch`), and from a FedAvg weight update ``W_0 - W_K`` by simulating the client's ``K`` local SGD
+steps on the dummy batch, differentiably (``torch.func.grad`` inside the outer gradient), and matching
+``(W_0 - W'_K) / eta`` to ``(W_0 - W_K) / eta``. The distance is the squared L2 norm or ``1 - cos`` over all
+parameters (Geiping et al. 2020), optionally plus a total-variation prior ``tv * TV(x')``; the optimiser L-BFGS or
+Adam (:class:`leaklib.optim.BatchedAdam`).
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ from torch.func import functional_call, grad, grad_and_value, stack_module_state
 from .gradients import check_update
 from .labels import idlg as idlg_label
 from .models import last_linear
-from .optim import BatchedLBFGS
+from .optim import BatchedAdam, BatchedLBFGS
 from .utils import check_choice, get_device
 
-__all__ = ["AttackResult", "PAPER_PROTOCOL", "reconstruct", "dlg", "idlg", "trial_seed"]
+__all__ = ["AttackResult", "PAPER_PROTOCOL", "reconstruct", "reconstruct_batch", "dlg", "idlg", "trial_seed",
+           "total_variation"]
 
 METHODS = ("dlg", "idlg")
+UPDATES = ("fedsgd", "fedavg")
+DISTANCES = ("l2", "cosine")
+OPTIMIZERS = ("lbfgs", "adam")
 # The papers' protocol in the engine: an N(0, 1) start and no restarts (leaklib's defaults: U(0, 1), patience 50).
 PAPER_PROTOCOL = {"init": "normal", "patience": None}
 
@@ -111,7 +123,14 @@ def reconstruct(
     labels: torch.Tensor | None = None,
     iterations: int = 300,
     tol: float = 1e-6,
-    lr: float = 1.0,
+    update: str = "fedsgd",
+    local_steps: int = 1,
+    local_lr: float | None = None,
+    local_batch_size: int | None = None,
+    distance: str = "l2",
+    tv: float = 0.0,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
     max_iter: int = 20,
     history_size: int = 100,
     seed: int = 0,
@@ -121,7 +140,7 @@ def reconstruct(
     dtype: torch.dtype = torch.float32,
     chunk_size: int | None = None,
     snapshot_at: Sequence[int] = (),
-    patience: int | None = 50,
+    patience: int | None | str = "auto",
     stall_loss: float | None = None,
     tolerance_change: float = 1e-9,
     max_restarts: int = 20,
@@ -132,8 +151,10 @@ def reconstruct(
 
     Args:
         models: one model per trial (same architecture), or one model for a single trial.
-        target_grads: per trial, the shared gradient: one tensor per parameter in ``model.parameters()`` order
-            (:func:`leaklib.gradients.fedsgd_gradients`), of the *mean* cross-entropy over a batch of ``batch_size``.
+        target_grads: per trial, the shared update: one tensor per parameter in ``model.parameters()`` order. With
+            ``update="fedsgd"`` the gradient of the *mean* cross-entropy over a batch of ``batch_size``
+            (:func:`leaklib.gradients.fedsgd_gradients`); with ``"fedavg"`` the weight update ``W_0 - W_K``
+            (:func:`leaklib.gradients.fedavg_update`).
         image_shape: ``(C, H, W)`` of one image.
         method: ``"dlg"`` (dummy image and dummy soft label) or ``"idlg"`` (label first, then the image).
         batch_size: images behind each target gradient (DLG's batched setting, B up to 8). iDLG needs
@@ -141,7 +162,15 @@ def reconstruct(
         labels: known labels ``(T, B)``; for iDLG they replace the extraction (for DLG they are ignored).
         iterations: L-BFGS steps per trial (each up to ``max_iter`` evaluations), 300 in the papers.
         tol: a trial stops once its matching loss is below this (1e-6 in the papers' code).
-        lr, max_iter, history_size: L-BFGS settings (PyTorch's defaults, as in the papers).
+        update: ``"fedsgd"`` (a gradient) or ``"fedavg"`` (a weight update after ``local_steps`` SGD steps with
+            learning rate ``local_lr`` on mini-batches of ``local_batch_size``, in order, as
+            :func:`leaklib.gradients.fedavg_update`; the dummy batch goes through the same steps).
+        local_steps, local_lr, local_batch_size: the FedAvg client's protocol, known to the server.
+        distance: ``"l2"`` (squared L2, DLG) or ``"cosine"`` (``1 - cos`` of the concatenated updates).
+        tv: weight of the total-variation prior on the dummy images (:func:`total_variation`; 0: none).
+        optimizer: ``"lbfgs"`` (the papers) or ``"adam"``.
+        lr: the optimiser's learning rate (default 1 for L-BFGS, as in the papers; 0.1 for Adam).
+        max_iter, history_size: L-BFGS settings (PyTorch's defaults, as in the papers).
         seed: the random start of trial ``i`` after ``r`` restarts is drawn from ``trial_seed(seeds[i], r)``, with
             ``seeds[i] = trial_seed(seed, i)`` unless ``seeds`` is given.
         seeds: one seed per trial, so a trial starts from the same point whichever batch it runs in.
@@ -154,6 +183,8 @@ def reconstruct(
         patience: restart a trial from a fresh random start when it has not converged within this many steps of
             its last start (``None``: never, the papers' protocol). Stuck trials then get new chances within the
             same budget instead of spending it all. ``init="normal", patience=None`` is the papers' protocol.
+            ``"auto"``: 50 for a single image with L-BFGS on the squared L2 distance without a prior (whose
+            optimum is a loss of 0, usually reached well within 50 steps), otherwise ``None`` (a batch needs longer).
         stall_loss: with ``patience``, restart only trials whose loss is still above this (default ``tol``): a
             trial far below it is on its way and is left alone.
         tolerance_change: L-BFGS's tolerance on the change of the loss and of the step (PyTorch's 1e-9).
@@ -163,6 +194,26 @@ def reconstruct(
     """
     key = check_choice("method", method, METHODS)
     init = check_choice("init", init, ("normal", "uniform"))
+    update = check_choice("update", update, UPDATES)
+    distance = check_choice("distance", distance, DISTANCES)
+    optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
+    if not isinstance(tv, (int, float)) or isinstance(tv, bool) or not tv >= 0:
+        raise ValueError(f"tv must be a non-negative number (the prior's weight); got {tv!r}")
+    if lr is None:
+        lr = 1.0 if optimizer == "lbfgs" else 0.1
+    if patience == "auto":
+        patience = 50 if (optimizer == "lbfgs" and distance == "l2" and tv == 0 and batch_size == 1) else None
+    elif patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+        raise ValueError(f"patience must be a positive int, None or 'auto'; got {patience!r}")
+    if update == "fedavg":
+        if local_lr is None or not isinstance(local_lr, (int, float)) or isinstance(local_lr, bool) \
+                or not local_lr > 0:
+            raise ValueError(f"update='fedavg' needs local_lr, the clients' positive learning rate; got {local_lr!r}")
+        if not isinstance(local_steps, int) or isinstance(local_steps, bool) or local_steps < 1:
+            raise ValueError(f"local_steps must be a positive int; got {local_steps!r}")
+    elif local_steps != 1 or local_batch_size is not None:
+        raise ValueError(f"local_steps={local_steps!r} and local_batch_size={local_batch_size!r} describe a FedAvg "
+                         "client: pass update='fedavg' (and local_lr)")
     models = _check_models(models)
     T = len(models)
     if not isinstance(target_grads, Sequence) or len(target_grads) != T:
@@ -186,6 +237,9 @@ def reconstruct(
     dev = get_device(device)
     B = batch_size
     num_classes = last_linear(models[0]).out_features
+    local_bs = B if local_batch_size is None else local_batch_size
+    if not isinstance(local_bs, int) or isinstance(local_bs, bool) or not 1 <= local_bs <= B:
+        raise ValueError(f"local_batch_size must be an int in [1, batch_size={B}]; got {local_batch_size!r}")
 
     if key == "idlg":
         if labels is None:
@@ -206,7 +260,7 @@ def reconstruct(
     dim = n_img + n_lab
     if chunk_size is None:
         budget = (16 if dev.type == "cuda" else 1) * 2**30
-        per_trial = 2 * history_size * dim * torch.finfo(dtype).bits // 8
+        per_trial = (2 * history_size if optimizer == "lbfgs" else 3) * dim * torch.finfo(dtype).bits // 8
         chunk_size = max(1, min(T, budget // per_trial))
 
     if seeds is None:
@@ -227,7 +281,7 @@ def reconstruct(
 
     # one functional copy of the architecture; each trial's weights come in through functional_call
     base = copy.deepcopy(models[0]).to("meta")
-    split = _split_head(models[0], image_shape)
+    split = _split_head(models[0], image_shape) if (update == "fedsgd" and distance == "l2") else None
     if split is not None:
         body = copy.deepcopy(split[0]).to("meta")
         w_name, b_name = split[1], split[2]
@@ -235,15 +289,21 @@ def reconstruct(
     def matching_loss(z, p, b, target, y):
         dx = z[:n_img].reshape(B, *image_shape)
         soft = F.softmax(z[n_img:].reshape(B, num_classes), dim=-1) if key == "dlg" else y
-        if split is None:  # plain second-order autograd through the whole model
-            def inner_loss(p):
-                out = functional_call(base, (p, b), (dx,))
-                return -(soft * F.log_softmax(out, dim=-1)).sum(-1).mean()
+        prior = tv * total_variation(dx) if tv else 0.0
+        if split is not None:  # FedSGD, L2: the last layer's terms in closed form
+            return _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name) + prior
 
-            g = grad(inner_loss)(p)
-            return sum(((g[name] - target[name]) ** 2).sum() for name in g)
-        return _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name)
+        if update == "fedsgd":  # plain second-order autograd through the whole model
+            g = grad(_soft_ce, argnums=1)(base, p, b, dx, soft)
+        else:  # the client's local steps on the dummy batch, differentiably
+            g = _client_update(base, p, b, dx, soft, local_steps, local_lr, local_bs)
+        if distance == "l2":
+            return sum(((g[name] - target[name]) ** 2).sum() for name in g) + prior
+        dot = sum((g[name] * target[name]).sum() for name in g)
+        norms = sum((g[name] ** 2).sum() for name in g).sqrt() * sum((target[name] ** 2).sum() for name in g).sqrt()
+        return 1 - dot / (norms + torch.finfo(dx.dtype).tiny) + prior
 
+    target_scale = local_lr if update == "fedavg" else 1.0
     batched = vmap(grad_and_value(matching_loss))
 
     out_x = torch.zeros(T, B, *image_shape, dtype=dtype)
@@ -267,15 +327,18 @@ def reconstruct(
         params, buffers = stack_module_state([copy.deepcopy(m).to(dev, dtype) for m in chunk])
         params = {k: v.detach() for k, v in params.items()}
         names = list(params)
-        target = {n: torch.stack([target_grads[i][k].detach() for i in ids.tolist()]).to(dev, dtype)
+        target = {n: torch.stack([target_grads[i][k].detach() for i in ids.tolist()]).to(dev, dtype) / target_scale
                   for k, n in enumerate(names)}
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
         closure = _closure(batched, params, buffers, target, y)
 
         z = torch.stack([fresh_start(int(i), 0) for i in ids]).to(dev)
-        opt = BatchedLBFGS(len(ids), dim, lr=lr, max_iter=max_iter, history_size=history_size,
-                           tolerance_change=tolerance_change, device=dev, dtype=dtype)
+        if optimizer == "lbfgs":
+            opt = BatchedLBFGS(len(ids), dim, lr=lr, max_iter=max_iter, history_size=history_size,
+                               tolerance_change=tolerance_change, device=dev, dtype=dtype)
+        else:
+            opt = BatchedAdam(len(ids), dim, lr=lr, device=dev, dtype=dtype)
         restarts = torch.zeros(len(ids), dtype=torch.long)
         started = torch.zeros(len(ids), dtype=torch.long)  # step of each row's last (re)start
         rows = ids.clone()  # original trial index of each row still in the computation
@@ -354,6 +417,34 @@ def reconstruct(
     )
 
 
+def _soft_ce(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The client's loss on ``x``: cross-entropy against (soft) targets, averaged over the batch."""
+    out = functional_call(model, (params, buffers), (x,))
+    return -(soft * F.log_softmax(out, dim=-1)).sum(-1).mean()
+
+
+def _client_update(model, params, buffers, x, soft, local_steps, local_lr, local_batch_size):
+    """FedAvg's ``(W_0 - W_K) / lr`` after ``K`` SGD steps on ``x``, as a differentiable function of ``x``.
+
+    The same steps as :func:`leaklib.gradients.fedavg_update` (mini-batches in order, cycling), written with
+    ``torch.func.grad`` so that the outer gradient of the matching loss flows through every local step.
+    """
+    per_epoch = -(-x.shape[0] // local_batch_size)
+    w = params
+    for step in range(local_steps):
+        lo = (step % per_epoch) * local_batch_size
+        g = grad(_soft_ce, argnums=1)(model, w, buffers, x[lo : lo + local_batch_size],
+                                      soft[lo : lo + local_batch_size])
+        w = {name: w[name] - local_lr * g[name] for name in w}
+    return {name: (params[name] - w[name]) / local_lr for name in params}
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of images ``(..., C, H, W)``: the mean absolute difference of vertically and of
+    horizontally neighbouring pixels, summed (the image prior of Geiping et al. 2020 and Geng et al. 2021)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
 def _closure(batched, params, buffers, target, y):
     """The optimiser's view of the trials still running: ``z -> (loss (T,), gradient (T, dim))``."""
 
@@ -423,6 +514,33 @@ def _store(out_x, out_lab, out_loss, out_restarts, rows, z, loss, restarts, n_im
         out_lab[rows] = z[:, n_img:].reshape(-1, B, num_classes).to(out_lab.dtype)
     out_loss[rows] = loss.double()
     out_restarts[rows] = restarts
+
+
+def reconstruct_batch(
+    models: nn.Module | Sequence[nn.Module],
+    updates: Sequence[Sequence[torch.Tensor]],
+    image_shape: tuple[int, int, int],
+    labels: torch.Tensor,
+    **kwargs,
+) -> AttackResult:
+    """Reconstruct each trial's batch from its update with known (e.g. restored) labels ``(T, B)``.
+
+    The labels fix the one-hot targets of the dummy batch, as Geng et al. (2021) do after restoring the label counts
+    (:func:`leaklib.labels.restore_labels`, then :func:`leaklib.labels.counts_to_labels`). The reconstructions come
+    back in no particular order; line them up with :func:`leaklib.metrics.match_batch` before scoring. Keyword
+    arguments are those of :func:`reconstruct` (``update="fedavg"``, ``local_steps``, ``local_lr``, ``distance``,
+    ``tv``, ``optimizer``, ...).
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.dim() == 1:
+        labels = labels[None]
+    if labels.dim() != 2:
+        raise ValueError(f"labels must be (trials, batch_size); got shape {tuple(labels.shape)}")
+    for name in ("method", "batch_size", "labels"):
+        if name in kwargs:
+            raise TypeError(f"reconstruct_batch sets {name} itself (from labels); do not pass it")
+    return reconstruct(models, updates, image_shape, method="idlg", batch_size=labels.shape[1], labels=labels,
+                       **kwargs)
 
 
 def dlg(models, target_grads, image_shape, **kwargs) -> AttackResult:

@@ -115,7 +115,7 @@ def _announce(name: str, source: str, verbose: bool) -> None:
 
 def load_dataset(
     name: str,
-    n: int,
+    n: int | None,
     seed: int = 0,
     *,
     source: str = "auto",
@@ -128,7 +128,7 @@ def load_dataset(
     Args:
         name: ``"mnist"`` (1x28x28, 10 classes), ``"cifar100"`` (3x32x32, 100 classes) or ``"lfw"``
             (faces resized to 3x32x32 as in iDLG, 5,749 identities).
-        n: how many images; at least 1 and at most what the source holds.
+        n: how many images; at least 1 and at most what the source holds (``None``: all of them, shuffled).
         seed: the same seed gives the same images in the same order.
         source: ``"auto"`` (torchvision when cached or downloadable, else the bundled data), ``"torchvision"``
             (an error if unavailable) or ``"bundled"`` (the offline data that packages ship).
@@ -141,8 +141,8 @@ def load_dataset(
     """
     info = dataset_info(name)
     src = check_choice("source", source, SOURCES)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int (how many images to load); got {n!r}")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"n must be a positive int (how many images to load) or None (all); got {n!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     root = Path(root) if root is not None else cache_dir()
@@ -159,6 +159,7 @@ def load_dataset(
         loaded = {"mnist": _bundled_mnist, "cifar100": _bundled_standin, "lfw": _bundled_lfw}[info.name]()
 
     images, desc, class_names, count = loaded
+    n = count if n is None else n
     if n > count:
         raise ValueError(f"n={n} is more than this source of {info.name} holds ({count} images: {desc})")
     idx = np.random.default_rng(seed).choice(count, size=n, replace=False)

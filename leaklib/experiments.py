@@ -6,11 +6,16 @@
   loop; the baseline the batched engine is measured against.
 - :func:`reproduce_idlg`: iDLG's Table 1 (label accuracy) and Figure 1 (fidelity) for DLG and iDLG.
 - :func:`benchmark_idlg`: engine and sequential loop on the same trials, in one process.
+- :func:`label_trial`, :func:`reproduce_labels`: batch label restoration (chapter 4) - every method on the same
+  client batches and updates, FedSGD or FedAvg, untrained or trained models.
+- :func:`batch_reconstruction`: chapter 5 - restore a batch's labels, then its images, from a gradient or an update.
 """
 
 from __future__ import annotations
 
+import copy
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,12 +26,14 @@ from torch import nn
 from . import metrics
 from .attacks import PAPER_PROTOCOL, AttackResult, reconstruct, trial_seed
 from .data import dataset_info, load_dataset
-from .gradients import fedsgd_gradients
+from .gradients import fedavg_update, fedsgd_gradients
+from .labels import LABEL_METHODS, label_counts, restore_labels
 from .labels import idlg as idlg_label
-from .models import build_model
-from .utils import check_choice
+from .models import build_model, train_model
+from .utils import check_choice, get_device
 
-__all__ = ["Trials", "make_trials", "sequential_attack", "evaluate", "reproduce_idlg", "benchmark_idlg"]
+__all__ = ["Trials", "make_trials", "sequential_attack", "evaluate", "reproduce_idlg", "benchmark_idlg",
+           "LabelSetup", "label_setup", "label_trial", "reproduce_labels", "batch_reconstruction"]
 
 
 @dataclass
@@ -201,3 +208,285 @@ def benchmark_idlg(
     threads = torch.get_num_threads()
     return {"dataset": dataset, "method": method, "trials": trials, "iterations": iterations, "source": data.source,
             "torch_threads": threads, "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chapter 4: batch label restoration
+
+
+@dataclass
+class LabelSetup:
+    """What a label-restoration experiment draws its client batches from.
+
+    ``x``/``y``: the pool of images and their labels; ``num_classes``: the model's classes; ``uniform_labels``: batch
+    labels drawn uniformly from all ``num_classes`` classes, not tied to the images (for untrained models, so a
+    dataset whose offline copy covers few classes still exercises every class); ``trained``: a model trained for
+    ``trained_steps`` on the other half of the data, shared by every trial (``None``: a fresh untrained model per
+    trial).
+    """
+
+    dataset: str
+    model: str
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    uniform_labels: bool
+    trained_steps: int
+    trained: nn.Module | None
+    source: str
+
+
+def label_setup(
+    dataset: str = "mnist",
+    model: str = "convnet",
+    *,
+    trained_steps: int = 0,
+    num_classes: int | None = None,
+    pool: int = 2000,
+    seed: int = 0,
+    device: str = "auto",
+) -> LabelSetup:
+    """Load a pool of (up to ``pool``) images; with ``trained_steps > 0``, train one model on half of it (SGD, batch
+    64). Client batches are drawn from the other half.
+
+    ``num_classes`` (default: the dataset's) gives the model that many outputs and draws the batch labels uniformly
+    from all of them (``uniform_labels``), not from the images' labels; this is only meaningful for an untrained
+    model, so it cannot be combined with ``trained_steps``.
+    """
+    info = dataset_info(dataset)
+    check_choice("model", model, ("lenet", "convnet", "resnet18"))
+    if not isinstance(trained_steps, int) or isinstance(trained_steps, bool) or trained_steps < 0:
+        raise ValueError(f"trained_steps must be a non-negative int; got {trained_steps!r}")
+    classes = info.num_classes if num_classes is None else num_classes
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    uniform = num_classes is not None
+    if uniform and trained_steps:
+        raise ValueError(f"num_classes={classes} (labels drawn uniformly, not tied to the images) only makes sense "
+                         f"for an untrained model; got trained_steps={trained_steps}")
+    data = load_dataset(dataset, None, seed=seed)
+    x, y, source = data.x[:pool], data.y[:pool], data.source
+    half = len(y) // 2
+    trained = None
+    if trained_steps:
+        dev = get_device(device)
+        trained = build_model(model, dataset, seed=trial_seed(seed, 7)).to(dev)
+        train_model(trained, x[:half], y[:half], steps=trained_steps, seed=trial_seed(seed, 8))
+        trained = trained.cpu()
+    return LabelSetup(dataset, model, x[half:], y[half:], classes, uniform, trained_steps, trained, source)
+
+
+def label_trial(
+    setup: LabelSetup,
+    batch_size: int,
+    *,
+    trial: int = 0,
+    duplicates: bool = True,
+    local_steps: int = 1,
+    lr: float = 0.1,
+    methods: Sequence[str] = LABEL_METHODS,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
+    """One client batch, its update, and every method's restored counts.
+
+    The batch: ``batch_size`` images drawn at random (``duplicates=True``: labels repeat as they happen to) or one
+    image from each of ``batch_size`` distinct classes (``duplicates=False``). The update: the FedSGD gradient
+    (``local_steps=1``) or the FedAvg weight update after ``local_steps`` full-batch SGD steps with ``lr``. Methods
+    whose assumption cannot hold (``idlg`` for ``B > 1``) are skipped. Returns ``{"true": counts, method: counts}``.
+    """
+    B = batch_size
+    if not isinstance(B, int) or isinstance(B, bool) or B < 1:
+        raise ValueError(f"batch_size must be a positive int; got {B!r}")
+    gen = torch.Generator().manual_seed(trial_seed(seed, trial, B, int(duplicates)))
+    C = setup.num_classes
+    if setup.uniform_labels:
+        if duplicates:
+            y = torch.randint(0, C, (B,), generator=gen)
+        elif B <= C:
+            y = torch.randperm(C, generator=gen)[:B]
+        else:
+            raise ValueError(f"batch_size={B} unique labels need at least {B} classes; the model has {C}")
+        x = setup.x[torch.randint(0, len(setup.y), (B,), generator=gen)]
+    elif duplicates:
+        idx = torch.randint(0, len(setup.y), (B,), generator=gen)
+        x, y = setup.x[idx], setup.y[idx]
+    else:
+        present = torch.unique(setup.y)
+        if B > len(present):
+            raise ValueError(f"batch_size={B} unique labels need {B} classes, but the {setup.dataset} pool "
+                             f"({setup.source}) has {len(present)}; use duplicates or a smaller batch")
+        classes = present[torch.randperm(len(present), generator=gen)[:B]]
+        idx = torch.stack([torch.nonzero(setup.y == c).flatten()[
+            int(torch.randint(0, int((setup.y == c).sum()), (1,), generator=gen))] for c in classes])
+        x, y = setup.x[idx], setup.y[idx]
+    dev = get_device(device)
+    if setup.trained is not None:
+        model = copy.deepcopy(setup.trained)
+    else:
+        model = build_model(setup.model, setup.dataset, num_classes=C, seed=trial_seed(seed, 1_000_003, trial))
+    model = model.to(dev).eval()
+    x, y = x.to(dev), y.to(dev)
+    if local_steps == 1:
+        update, update_lr = fedsgd_gradients(model, x, y), None
+    else:
+        update, update_lr = fedavg_update(model, x, y, local_steps=local_steps, lr=lr), lr
+    out = {"true": label_counts(y.cpu(), C)}
+    for method in methods:
+        if method == "idlg" and B > 1:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # assumptions are the subject of the comparison, not news
+            out[method] = restore_labels(model, update, B, method=method, lr=update_lr, local_steps=local_steps)
+    return out
+
+
+def reproduce_labels(
+    dataset: str = "mnist",
+    model: str = "convnet",
+    *,
+    methods: Sequence[str] = LABEL_METHODS,
+    batch_sizes: Sequence[int] = (1, 8, 32, 128),
+    duplicates: bool = True,
+    trained_steps: int = 0,
+    local_steps: int = 1,
+    lr: float = 0.1,
+    num_classes: int | None = None,
+    trials: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Instance accuracy and exact-batch rate of each method, per batch size, over ``trials`` client batches.
+
+    Every method sees the same batches and updates. Returns ``{"rows": [{"method", "batch_size", "duplicates",
+    "trained_steps", "local_steps", "instance_accuracy", "exact_batch_rate"}, ...]}`` plus the setup
+    (``dataset``, ``model``, ``source``, ``num_classes``, ``uniform_labels``, ``trials``, ``seconds``).
+    """
+    methods = [check_choice("methods", m, LABEL_METHODS) for m in methods]
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"trials must be a positive int; got {trials!r}")
+    start = time.perf_counter()
+    setup = label_setup(dataset, model, trained_steps=trained_steps, num_classes=num_classes, seed=seed,
+                        device=device)
+    rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(batch_sizes) * trials, desc="label restoration", leave=False)
+    for B in batch_sizes:
+        scores: dict[str, list[float]] = {m: [] for m in methods}
+        for t in range(trials):
+            out = label_trial(setup, B, trial=t, duplicates=duplicates, local_steps=local_steps, lr=lr,
+                              methods=methods, seed=seed, device=device)
+            for m in methods:
+                if m in out:
+                    scores[m].append(metrics.instance_accuracy(out[m], out["true"]))
+            if bar is not None:
+                bar.update()
+        for m in methods:
+            if not scores[m]:
+                continue
+            acc = torch.tensor(scores[m], dtype=torch.float64)
+            rows.append({"method": m, "batch_size": B, "duplicates": duplicates, "trained_steps": trained_steps,
+                         "local_steps": local_steps, "instance_accuracy": float(acc.mean()),
+                         "exact_batch_rate": float((acc == 1).double().mean())})
+    if bar is not None:
+        bar.close()
+    return {"dataset": dataset, "model": model, "source": setup.source, "num_classes": setup.num_classes,
+            "uniform_labels": setup.uniform_labels, "trials": trials, "lr": lr,
+            "seconds": round(time.perf_counter() - start, 2), "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chapter 5: reconstructing a batch from a FedSGD gradient or a FedAvg update
+
+
+def batch_reconstruction(
+    dataset: str = "mnist",
+    trials: int = 2,
+    batch_size: int = 4,
+    *,
+    model: str = "lenet",
+    local_steps: int = 1,
+    lr: float = 0.1,
+    label_method: str = "ilrg",
+    wrong_labels: int = 0,
+    batch_labels: str = "unique",
+    iterations: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    **engine: object,
+) -> dict:
+    """Geng et al.'s pipeline on ``trials`` clients: restore the batch's labels, then reconstruct its images.
+
+    Each client holds ``batch_size`` real images whose labels are all different (``batch_labels="unique"``), drawn
+    at random so that they may repeat (``"random"``), or all different except the first two, which share a label
+    (``"pair"``). It shares its FedSGD gradient (``local_steps=1``) or its FedAvg update after ``local_steps``
+    full-batch SGD steps with ``lr``. The server restores the label counts with ``label_method``
+    (:func:`leaklib.labels.restore_labels`), optionally corrupts ``wrong_labels`` of them (the next class) to show
+    what one wrong label does, and runs :func:`leaklib.attacks.reconstruct_batch` (``engine`` goes to it).
+
+    Returns ``{"x", "y", "labels" (what the attack used), "label_accuracy", "result", "matched" (reconstructions in
+    the order of ``x``), "mse" (T, B), "source"}``.
+    """
+    from .attacks import reconstruct_batch
+    from .labels import counts_to_labels
+
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"trials must be a positive int; got {trials!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    if not isinstance(wrong_labels, int) or not 0 <= wrong_labels <= batch_size:
+        raise ValueError(f"wrong_labels must be an int in [0, batch_size={batch_size}]; got {wrong_labels!r}")
+    mode = check_choice("batch_labels", batch_labels, ("unique", "random", "pair"))
+    if mode == "pair" and batch_size < 2:
+        raise ValueError("batch_labels='pair' needs batch_size >= 2 (two images that share a label)")
+    info = dataset_info(dataset)
+    data = load_dataset(dataset, None, seed=seed)
+    gen = torch.Generator().manual_seed(trial_seed(seed, 5))
+    present = torch.unique(data.y)
+    xs, ys = [], []
+    for _ in range(trials):
+        if mode in ("unique", "pair"):
+            distinct = batch_size - (mode == "pair")
+            if distinct > len(present):
+                raise ValueError(f"batch_labels={mode!r} with batch_size={batch_size} needs {distinct} classes; "
+                                 f"the {dataset} source has {len(present)}")
+            classes = present[torch.randperm(len(present), generator=gen)[:distinct]]
+            labels = torch.cat([classes[:1], classes]) if mode == "pair" else classes
+            idx: list[int] = []
+            for c in labels.tolist():
+                pool = [i for i in torch.nonzero(data.y == c).flatten().tolist() if i not in idx]
+                idx.append(pool[int(torch.randint(0, len(pool), (1,), generator=gen))])
+            idx_t = torch.tensor(idx)
+        else:
+            idx_t = torch.randperm(len(data.y), generator=gen)[:batch_size]
+        xs.append(data.x[idx_t])
+        ys.append(data.y[idx_t])
+    x, y = torch.stack(xs), torch.stack(ys)
+    models = [build_model(model, dataset, seed=trial_seed(seed, 1_000_003, t)) for t in range(trials)]
+    if local_steps == 1:
+        updates = [fedsgd_gradients(m, x[t], y[t]) for t, m in enumerate(models)]
+        kw: dict = {}
+    else:
+        updates = [fedavg_update(m, x[t], y[t], local_steps=local_steps, lr=lr) for t, m in enumerate(models)]
+        kw = {"update": "fedavg", "local_steps": local_steps, "local_lr": lr}
+    used, accs = [], []
+    for t, m in enumerate(models):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            counts = restore_labels(m, updates[t], batch_size, method=label_method,
+                                    lr=None if local_steps == 1 else lr, local_steps=local_steps)
+        accs.append(metrics.instance_accuracy(counts, label_counts(y[t], info.num_classes)))
+        labels = counts_to_labels(counts)
+        labels[:wrong_labels] = (labels[:wrong_labels] + 1) % info.num_classes
+        used.append(labels)
+    result = reconstruct_batch(models, updates, info.shape, torch.stack(used), iterations=iterations, seed=seed,
+                               device=device, progress=progress, **kw, **engine)
+    orders = [metrics.match_batch(result.dummy_x[t], x[t]) for t in range(trials)]
+    matched = torch.stack([result.dummy_x[t][o] for t, o in enumerate(orders)])
+    return {"x": x, "y": y, "labels": torch.stack(used), "label_accuracy": sum(accs) / len(accs), "result": result,
+            "matched": matched, "mse": metrics.mse(matched, x), "source": data.source}

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["FIDELITY_THRESHOLDS", "mse", "psnr", "ssim", "label_accuracy", "fidelity", "match_batch"]
+__all__ = ["FIDELITY_THRESHOLDS", "mse", "psnr", "ssim", "label_accuracy", "instance_accuracy", "fidelity",
+           "match_batch"]
 
 FIDELITY_THRESHOLDS = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)  # iDLG's Figure 1
 
@@ -65,6 +66,20 @@ def label_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     if predicted.shape != truth.shape:
         raise ValueError(f"predicted has shape {tuple(predicted.shape)} but truth has shape {tuple(truth.shape)}")
     return float((predicted.cpu() == truth.cpu()).double().mean())
+
+
+def instance_accuracy(predicted_counts: torch.Tensor, true_counts: torch.Tensor) -> float:
+    """Batch label restoration's instance accuracy, ``sum_c min(khat_c, k_c) / B`` (Ma et al. 2023, iLRG).
+
+    Counts are per class; ``B`` is the true batch size ``sum_c k_c``. 1.0 means the batch's labels came back exactly
+    (the "exact batch"); each wrongly restored sample costs ``1/B``.
+    """
+    p, t = torch.as_tensor(predicted_counts).cpu(), torch.as_tensor(true_counts).cpu()
+    if p.shape != t.shape or p.dim() != 1:
+        raise ValueError(f"predicted_counts {tuple(p.shape)} and true_counts {tuple(t.shape)} must be equal 1-D shapes")
+    if bool((p < 0).any()) or bool((t < 0).any()) or int(t.sum()) < 1:
+        raise ValueError("counts must be non-negative and the true batch non-empty")
+    return float(torch.minimum(p, t).sum()) / float(t.sum())
 
 
 def fidelity(mses: torch.Tensor, thresholds: Sequence[float] = FIDELITY_THRESHOLDS) -> dict[float, float]:

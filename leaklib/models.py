@@ -24,6 +24,8 @@ __all__ = [
     "build_model",
     "last_linear",
     "last_layer_inputs",
+    "train_model",
+    "accuracy",
 ]
 
 MODELS = ("lenet", "convnet", "resnet18")
@@ -175,7 +177,9 @@ def build_model(
     if missing:
         raise ValueError(f"build_model needs a dataset or explicit {', '.join(missing)}")
     builder = {"lenet": lenet, "convnet": convnet, "resnet18": resnet18}[key]
-    return builder(in_channels, num_classes, image_size, seed=seed)
+    model = builder(in_channels, num_classes, image_size, seed=seed)
+    model.input_shape = (in_channels, image_size, image_size)  # what label restoration feeds its dummy inputs
+    return model
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -212,3 +216,53 @@ def last_layer_inputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     finally:
         handle.remove()
     return captured[-1], logits
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    lr: float = 0.05,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
+    """Train ``model`` in place for ``steps`` SGD steps (momentum 0.9) on random mini-batches of ``(x, y)``.
+
+    The "trained for N steps" model of chapter 4: a model that has learnt something, so that its softmax on a
+    client's batch is no longer near uniform (the assumption of Geng et al.'s estimator). ``steps=0`` leaves the
+    model untouched. Mini-batches are drawn with a generator seeded by ``seed``; the global random state is not used.
+    Returns the model, in eval mode.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        raise ValueError(f"lr must be a positive number; got {lr!r}")
+    _check_positive_int("batch_size", batch_size)
+    if steps:
+        param = next(model.parameters())
+        gen = torch.Generator().manual_seed(int(seed))
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=gen)
+            loss = nn.functional.cross_entropy(model(x[idx].to(param.device)), y[idx].to(param.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
+    """Share of ``x`` that ``model`` classifies as ``y`` (eval mode restored to what it was)."""
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    correct = 0
+    for lo in range(0, len(y), batch_size):
+        pred = model(x[lo : lo + batch_size].to(param.device)).argmax(-1).cpu()
+        correct += int((pred == y[lo : lo + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(y))

@@ -1,4 +1,5 @@
-"""Figures the chapters show: image grids and the sign structure of the last layer's gradient."""
+"""Figures the chapters show: image grids, the sign structure of the last layer's gradient, fidelity curves,
+restored label counts and accuracy against batch size."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient", "plot_fidelity"]
+__all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient", "plot_fidelity", "plot_label_counts",
+           "plot_label_accuracy"]
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
@@ -116,5 +118,54 @@ def plot_fidelity(fidelity: dict[str, dict[str, float]], *, title: str | None = 
     ax.legend()
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_counts(true_counts: torch.Tensor, restored: dict[str, torch.Tensor], *,
+                      title: str | None = None, max_classes: int = 40) -> Figure:
+    """Bars of the true label counts per class with each method's restored counts beside them.
+
+    Only classes that are in the batch or that some method restored are drawn (at most ``max_classes`` of them).
+    """
+    true_counts = torch.as_tensor(true_counts)
+    shown = true_counts > 0
+    for counts in restored.values():
+        shown |= torch.as_tensor(counts) > 0
+    classes = torch.nonzero(shown).flatten()[:max_classes]
+    width = 0.8 / (1 + len(restored))
+    fig, ax = plt.subplots(figsize=(min(12, 2.5 + 0.45 * len(classes) * (1 + len(restored)) ** 0.5), 3))
+    pos = np.arange(len(classes))
+    ax.bar(pos, true_counts[classes].numpy(), width, color="0.2", label="true")
+    for i, (name, counts) in enumerate(restored.items(), start=1):
+        ax.bar(pos + i * width, torch.as_tensor(counts)[classes].numpy(), width, label=name)
+    ax.set_xticks(pos + 0.4 - width / 2, [str(int(c)) for c in classes], fontsize=7)
+    ax.set_xlabel("class")
+    ax.set_ylabel("samples in the batch")
+    ax.legend(fontsize=7, ncol=min(6, 1 + len(restored)))
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_accuracy(rows: Sequence[dict], *, title: str | None = None, ax=None) -> Figure:
+    """Instance accuracy against batch size (log scale), one line per method, from ``reproduce_labels`` rows."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    else:
+        fig = ax.figure
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for method in methods:
+        mine = sorted((r["batch_size"], r["instance_accuracy"]) for r in rows if r["method"] == method)
+        ax.plot([b for b, _ in mine], [100 * a for _, a in mine], marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("instance accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

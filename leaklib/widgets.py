@@ -18,7 +18,8 @@ from .experiments import Trials, make_trials
 from .metrics import match_batch, mse
 from .plot import to_numpy_image
 
-__all__ = ["run_demo", "plot_iteration_strip", "attack_explorer"]
+__all__ = ["run_demo", "plot_iteration_strip", "attack_explorer", "label_explorer", "plot_batch_reconstruction",
+           "batch_explorer"]
 
 
 def _strip_steps(iterations: int) -> list[int]:
@@ -147,3 +148,113 @@ def attack_explorer(
 
     run.on_click(on_run)
     return w.VBox([w.HBox([iters, batch]), w.HBox([data, seed, run]), status, out])
+
+
+def label_explorer(*, dataset: str = "mnist", model: str = "convnet", trials: int = 5, device: str = "auto"):
+    """Controls for chapter 4: batch size (1-128), duplicates, number of classes, training steps, local steps.
+
+    Run restores the labels of ``trials`` client batches with every method and shows the counts of the first batch
+    beside the truth, and each method's instance accuracy.
+    """
+    import ipywidgets as w
+    from IPython.display import clear_output
+
+    from .experiments import label_setup, label_trial
+    from .labels import LABEL_METHODS
+    from .metrics import instance_accuracy
+    from .plot import plot_label_counts
+
+    batch = w.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=32, description="batch size")
+    dup = w.Checkbox(value=True, description="duplicates")
+    classes = w.Dropdown(options=[("the data's", 0), ("10, uniform", 10), ("100, uniform", 100),
+                                  ("1000, uniform", 1000)], value=0, description="classes")
+    trained = w.Dropdown(options=[0, 50, 200, 1000], value=0, description="trained steps")
+    local = w.IntSlider(value=1, min=1, max=10, description="local steps")
+    run = w.Button(description="Run", button_style="primary", icon="play")
+    status = w.HTML()
+    out = w.Output()
+
+    def on_run(_button) -> None:
+        run.disabled = True
+        status.value = "running ..."
+        try:
+            setup = label_setup(dataset, model, trained_steps=trained.value, num_classes=classes.value or None,
+                                device=device)
+            results = [label_trial(setup, batch.value, trial=t, duplicates=dup.value, local_steps=local.value,
+                                   device=device) for t in range(trials)]
+            acc = {m: sum(instance_accuracy(r[m], r["true"]) for r in results) / trials
+                   for m in LABEL_METHODS if m in results[0]}
+            with out:
+                clear_output(wait=True)
+                first = {m: results[0][m] for m in acc}
+                plot_label_counts(results[0]["true"], first, title=f"batch 1 of {trials}, B = {batch.value}")
+                plt.show()
+            status.value = f"instance accuracy over {trials} batches: " + ", ".join(
+                f"<b>{m}</b> {100 * a:.1f}%" for m, a in acc.items())
+        except ValueError as err:
+            status.value = f"<b>cannot run</b>: {err}"
+        finally:
+            run.disabled = False
+
+    run.on_click(on_run)
+    return w.VBox([w.HBox([batch, dup, classes]), w.HBox([trained, local, run]), status, out])
+
+
+def plot_batch_reconstruction(out: dict, *, trial: int = 0, title: str | None = None) -> Figure:
+    """Private images (top) and their matched reconstructions (bottom) for one client of
+    :func:`leaklib.experiments.batch_reconstruction`, each with its label and MSE."""
+    x, rec, y = out["x"][trial], out["matched"][trial], out["y"][trial]
+    B = x.shape[0]
+    fig, axes = plt.subplots(2, B, figsize=(1.35 * B + 0.4, 3.1), squeeze=False)
+    for i in range(B):
+        axes[0, i].imshow(to_numpy_image(x[i]), cmap="gray", vmin=0, vmax=1)
+        axes[0, i].set_title(f"label {int(y[i])}", fontsize=7)
+        axes[1, i].imshow(to_numpy_image(rec[i]), cmap="gray", vmin=0, vmax=1)
+        axes[1, i].set_title(f"MSE {float(out['mse'][trial, i]):.0e}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("private", fontsize=8)
+    axes[1, 0].set_ylabel("recovered", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def batch_explorer(*, dataset: str = "mnist", iterations: int = 100, device: str = "auto"):
+    """Controls for chapter 5: batch size, local steps, local learning rate, label method; Run reconstructs."""
+    import ipywidgets as w
+    from IPython.display import clear_output
+
+    from .experiments import batch_reconstruction
+
+    batch = w.IntSlider(value=4, min=1, max=8, description="batch size")
+    local = w.IntSlider(value=1, min=1, max=5, description="local steps")
+    lr = w.FloatLogSlider(value=0.1, base=10, min=-3, max=0, description="local lr")
+    method = w.Dropdown(options=["ilrg", "geng", "llg", "yin"], value="ilrg", description="labels by")
+    iters = w.IntSlider(value=iterations, min=20, max=300, step=20, description="iterations")
+    run = w.Button(description="Run", button_style="primary", icon="play")
+    status = w.HTML()
+    out = w.Output()
+
+    def on_run(_button) -> None:
+        run.disabled = True
+        status.value = "running ..."
+        try:
+            res = batch_reconstruction(dataset, 1, batch.value, local_steps=local.value, lr=lr.value,
+                                       label_method=method.value, iterations=iters.value, device=device)
+            with out:
+                clear_output(wait=True)
+                plot_batch_reconstruction(res, title=f"{'FedSGD' if local.value == 1 else 'FedAvg'}, "
+                                          f"B = {batch.value}, {local.value} local step(s)")
+                plt.show()
+            status.value = (f"labels restored {100 * res['label_accuracy']:.0f}% correct; mean MSE "
+                            f"{float(res['mse'].mean()):.1e}; {res['result'].seconds:.1f} s")
+        except ValueError as err:
+            status.value = f"<b>cannot run</b>: {err}"
+        finally:
+            run.disabled = False
+
+    run.on_click(on_run)
+    return w.VBox([w.HBox([batch, local, lr]), w.HBox([method, iters, run]), status, out])

@@ -40,9 +40,36 @@ def test_bench_prints_both_sides(tmp_path, capsys):
     assert "attacks/s" in capsys.readouterr().out
 
 
+def test_reproduce_labels_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "labels.json"
+    assert main(["reproduce", "labels", "--methods", "idlg,yin,llg,geng,ilrg", "--dataset", "mnist", "--model",
+                 "lenet", "--batch-sizes", "1,4", "--unique", "--trained-steps", "2", "--local-steps", "2",
+                 "--trials", "2", "--seed", "1", "--device", "cpu", "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    methods = [(r["method"], r["batch_size"]) for r in data["rows"]]
+    assert methods == [(m, 1) for m in ("idlg", "yin", "llg", "geng", "ilrg")] + [
+        (m, 4) for m in ("yin", "llg", "geng", "ilrg")]
+    for row in data["rows"]:
+        assert set(row) == {"method", "batch_size", "duplicates", "trained_steps", "local_steps", "instance_accuracy",
+                            "exact_batch_rate"}
+        assert row["duplicates"] is False and row["trained_steps"] == 2 and row["local_steps"] == 2
+        assert 0.0 <= row["exact_batch_rate"] <= row["instance_accuracy"] <= 1.0
+    assert "instance acc" in capsys.readouterr().out
+
+
+def test_reproduce_labels_reports_a_setting_it_cannot_run(capsys):
+    assert main(["reproduce", "labels", "--unique", "--batch-sizes", "32", "--trials", "1", "--no-progress"]) == 2
+    assert "unique labels need 32 classes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["reproduce", "idlg", "--methods", "dlg,gradinversion"],
                                   ["reproduce", "idlg", "--trials", "0"],
-                                  ["reproduce", "idlg", "--dataset", "imagenet"]])
+                                  ["reproduce", "idlg", "--dataset", "imagenet"],
+                                  ["reproduce", "labels", "--methods", "geng,zhu"],
+                                  ["reproduce", "labels", "--batch-sizes", "8,0"],
+                                  ["reproduce", "labels", "--duplicates", "--unique"],
+                                  ["reproduce", "labels", "--trained-steps", "-1"],
+                                  ["reproduce", "defenses"]])
 def test_bad_arguments_exit_with_a_message(argv, capsys):
     with pytest.raises(SystemExit) as err:
         main(argv)
