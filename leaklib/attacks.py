@@ -56,7 +56,8 @@ METHODS = ("dlg", "idlg")
 UPDATES = ("fedsgd", "fedavg")
 DISTANCES = ("l2", "cosine")
 OPTIMIZERS = ("lbfgs", "adam")
-# The papers' protocol in the engine: an N(0, 1) start and no restarts (leaklib's defaults: U(0, 1), patience 50).
+# The papers' protocol in the engine: an N(0, 1) start and no restarts (leaklib's defaults: U(0, 1), and for a single
+# image a fresh start after 50 steps without convergence).
 PAPER_PROTOCOL = {"init": "normal", "patience": None}
 
 
@@ -160,7 +161,8 @@ def reconstruct(
         batch_size: images behind each target gradient (DLG's batched setting, B up to 8). iDLG needs
             ``labels`` when ``batch_size > 1``.
         labels: known labels ``(T, B)``; for iDLG they replace the extraction (for DLG they are ignored).
-        iterations: L-BFGS steps per trial (each up to ``max_iter`` evaluations), 300 in the papers.
+        iterations: optimiser steps per trial (an L-BFGS step makes up to ``max_iter`` evaluations), 300 in the
+            papers.
         tol: a trial stops once its matching loss is below this (1e-6 in the papers' code).
         update: ``"fedsgd"`` (a gradient) or ``"fedavg"`` (a weight update after ``local_steps`` SGD steps with
             learning rate ``local_lr`` on mini-batches of ``local_batch_size``, in order, as
