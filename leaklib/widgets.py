@@ -6,7 +6,7 @@ A published page shows only saved widget state and runs no callback, so every ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -20,6 +20,22 @@ from .plot import to_numpy_image
 
 __all__ = ["run_demo", "plot_iteration_strip", "attack_explorer", "label_explorer", "plot_batch_reconstruction",
            "batch_explorer"]
+
+
+def _on_run(run, status, action: Callable[[], str], running: str = "running ...") -> None:
+    """Wire a Run button: disable it while ``action()`` runs, show ``action``'s summary (or why it cannot run)."""
+
+    def on_click(_button) -> None:
+        run.disabled = True
+        status.value = running
+        try:
+            status.value = action()
+        except ValueError as err:
+            status.value = f"<b>cannot run</b>: {err}"
+        finally:
+            run.disabled = False
+
+    run.on_click(on_click)
 
 
 def _strip_steps(iterations: int) -> list[int]:
@@ -109,8 +125,7 @@ def attack_explorer(
     status = w.HTML()
     out = w.Output()
 
-    def on_run(_button) -> None:
-        run.disabled = True
+    def action() -> str:
         live = w.Output()
         with out:
             clear_output()
@@ -130,23 +145,17 @@ def attack_explorer(
                 fig.suptitle(f"step {step}, matching loss {float(loss[0]):.2e}", fontsize=8)
                 plt.show()
 
-        try:
-            status.value = f"running {method.upper()} ..."
-            trials, result = run_demo(data.value, method=method, batch_size=batch.value, iterations=iters.value,
-                                      seed=seed.value, device=device, callback=draw)
-            with out:
-                clear_output(wait=True)
-                plot_iteration_strip(trials, result, title=f"{method.upper()} on {data.value}, "
-                                     f"batch {batch.value}, seed {seed.value}")
-                plt.show()
-            status.value = (f"done in {result.seconds:.1f} s: labels {result.labels[0].tolist()}, "
-                            f"true {trials.y[0].tolist()}, matching loss {float(result.loss[0]):.1e}")
-        except ValueError as err:
-            status.value = f"<b>cannot run</b>: {err}"
-        finally:
-            run.disabled = False
+        trials, result = run_demo(data.value, method=method, batch_size=batch.value, iterations=iters.value,
+                                  seed=seed.value, device=device, callback=draw)
+        with out:
+            clear_output(wait=True)
+            plot_iteration_strip(trials, result, title=f"{method.upper()} on {data.value}, "
+                                 f"batch {batch.value}, seed {seed.value}")
+            plt.show()
+        return (f"done in {result.seconds:.1f} s: labels {result.labels[0].tolist()}, "
+                f"true {trials.y[0].tolist()}, matching loss {float(result.loss[0]):.1e}")
 
-    run.on_click(on_run)
+    _on_run(run, status, action, running=f"running {method.upper()} ...")
     return w.VBox([w.HBox([iters, batch]), w.HBox([data, seed, run]), status, out])
 
 
@@ -174,29 +183,22 @@ def label_explorer(*, dataset: str = "mnist", model: str = "convnet", trials: in
     status = w.HTML()
     out = w.Output()
 
-    def on_run(_button) -> None:
-        run.disabled = True
-        status.value = "running ..."
-        try:
-            setup = label_setup(dataset, model, trained_steps=trained.value, num_classes=classes.value or None,
-                                device=device)
-            results = [label_trial(setup, batch.value, trial=t, duplicates=dup.value, local_steps=local.value,
-                                   device=device) for t in range(trials)]
-            acc = {m: sum(instance_accuracy(r[m], r["true"]) for r in results) / trials
-                   for m in LABEL_METHODS if m in results[0]}
-            with out:
-                clear_output(wait=True)
-                first = {m: results[0][m] for m in acc}
-                plot_label_counts(results[0]["true"], first, title=f"batch 1 of {trials}, B = {batch.value}")
-                plt.show()
-            status.value = f"instance accuracy over {trials} batches: " + ", ".join(
-                f"<b>{m}</b> {100 * a:.1f}%" for m, a in acc.items())
-        except ValueError as err:
-            status.value = f"<b>cannot run</b>: {err}"
-        finally:
-            run.disabled = False
+    def action() -> str:
+        setup = label_setup(dataset, model, trained_steps=trained.value, num_classes=classes.value or None,
+                            device=device)
+        results = [label_trial(setup, batch.value, trial=t, duplicates=dup.value, local_steps=local.value,
+                               device=device) for t in range(trials)]
+        acc = {m: sum(instance_accuracy(r[m], r["true"]) for r in results) / trials
+               for m in LABEL_METHODS if m in results[0]}
+        with out:
+            clear_output(wait=True)
+            first = {m: results[0][m] for m in acc}
+            plot_label_counts(results[0]["true"], first, title=f"batch 1 of {trials}, B = {batch.value}")
+            plt.show()
+        return f"instance accuracy over {trials} batches: " + ", ".join(
+            f"<b>{m}</b> {100 * a:.1f}%" for m, a in acc.items())
 
-    run.on_click(on_run)
+    _on_run(run, status, action)
     return w.VBox([w.HBox([batch, dup, classes]), w.HBox([trained, local, run]), status, out])
 
 
@@ -238,23 +240,16 @@ def batch_explorer(*, dataset: str = "mnist", iterations: int = 100, device: str
     status = w.HTML()
     out = w.Output()
 
-    def on_run(_button) -> None:
-        run.disabled = True
-        status.value = "running ..."
-        try:
-            res = batch_reconstruction(dataset, 1, batch.value, local_steps=local.value, lr=lr.value,
-                                       label_method=method.value, iterations=iters.value, device=device)
-            with out:
-                clear_output(wait=True)
-                plot_batch_reconstruction(res, title=f"{'FedSGD' if local.value == 1 else 'FedAvg'}, "
-                                          f"B = {batch.value}, {local.value} local step(s)")
-                plt.show()
-            status.value = (f"labels restored {100 * res['label_accuracy']:.0f}% correct; mean MSE "
-                            f"{float(res['mse'].mean()):.1e}; {res['result'].seconds:.1f} s")
-        except ValueError as err:
-            status.value = f"<b>cannot run</b>: {err}"
-        finally:
-            run.disabled = False
+    def action() -> str:
+        res = batch_reconstruction(dataset, 1, batch.value, local_steps=local.value, lr=lr.value,
+                                   label_method=method.value, iterations=iters.value, device=device)
+        with out:
+            clear_output(wait=True)
+            plot_batch_reconstruction(res, title=f"{'FedSGD' if local.value == 1 else 'FedAvg'}, "
+                                      f"B = {batch.value}, {local.value} local step(s)")
+            plt.show()
+        return (f"labels restored {100 * res['label_accuracy']:.0f}% correct; mean MSE "
+                f"{float(res['mse'].mean()):.1e}; {res['result'].seconds:.1f} s")
 
-    run.on_click(on_run)
+    _on_run(run, status, action)
     return w.VBox([w.HBox([batch, local, lr]), w.HBox([method, iters, run]), status, out])
