@@ -3,10 +3,10 @@
 One module per idea, in the order data flows through an attack:
 ``data`` (real images) -> ``models`` (what the client trains) -> ``gradients`` (what the client shares) ->
 ``labels`` (what the server reads off it) -> ``attacks`` (the batched reconstruction engine, on ``optim``'s
-per-trial L-BFGS) -> ``metrics`` (how good the reconstruction is).
+per-trial L-BFGS) -> ``metrics`` (how good the reconstruction is); ``defenses`` transforms what the client shares.
 """
 
-from . import attacks, labels, metrics
+from . import attacks, defenses, labels, metrics
 from .attacks import AttackResult, dlg, idlg, reconstruct
 from .data import Dataset, dataset_info, load_dataset
 from .gradients import fedavg_update, fedsgd_gradients, last_layer_gradients, logit_gradient
@@ -22,6 +22,7 @@ __all__ = [
     "build_model",
     "dlg",
     "dataset_info",
+    "defenses",
     "fedavg_update",
     "fedsgd_gradients",
     "get_device",

@@ -1,9 +1,10 @@
-"""``python -m leaklib reproduce {idlg,labels} ...`` and ``python -m leaklib bench idlg ...``: the papers' numbers.
+"""``python -m leaklib reproduce {idlg,labels,defenses} ...`` and ``python -m leaklib bench idlg ...``: the numbers.
 
 Examples::
 
     python -m leaklib reproduce idlg --dataset mnist --trials 100 --json idlg_mnist.json --figure idlg_mnist.png
     python -m leaklib reproduce labels --methods idlg,yin,llg,geng,ilrg --dataset cifar100 --batch-sizes 1,8,32,128
+    python -m leaklib reproduce defenses --dataset mnist --attack idlg --defenses none,prune:0.3,fp16 --utility
     python -m leaklib bench idlg --dataset mnist --trials 32
 """
 
@@ -60,6 +61,21 @@ def _sizes(value: str) -> list[int]:
     return sizes
 
 
+def _defense_list(value: str) -> list[str]:
+    from .defenses import parse_defenses
+
+    specs = [v.strip() for v in value.split(",") if v.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"--defenses takes comma-separated defenses such as none,prune:0.3,fp16; "
+                                         f"got {value!r}")
+    for spec in specs:
+        try:
+            parse_defenses(spec)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return specs
+
+
 def _common(p: argparse.ArgumentParser, trials: int) -> None:
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
     p.add_argument("--trials", type=_positive, default=trials)
@@ -102,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--classes", type=_positive, default=None,
                         help="give the model this many classes and draw batch labels uniformly from them "
                              "(untrained models only)")
+
+    defenses = rep.add_parser("defenses", help="DLG's defenses: attack success (and with --utility test accuracy) "
+                                                "under pruning, noise, low precision and DP-SGD")
+    _common(defenses, 8)
+    defenses.add_argument("--attack", choices=["dlg", "idlg"], default="idlg")
+    defenses.add_argument("--defenses", type=_defense_list, default=None,
+                          help="comma-separated defenses, each a chain joined by '+': none, prune:P (P in [0, 1]), "
+                               "gauss:VAR, lap:VAR, fp16, bf16, dpsgd:SIGMA[:CLIP]; default: "
+                               "none,prune:0.1,...,dpsgd:1:10 (DLG's strengths)")
+    defenses.add_argument("--iterations", type=_positive, default=300, help="L-BFGS steps per attack (papers: 300)")
+    defenses.add_argument("--utility", action="store_true",
+                          help="also train a LeNet under each defense and report its test accuracy")
+    defenses.add_argument("--epochs", type=_positive, default=3, help="training epochs for --utility")
 
     bench = commands.add_parser("bench", help="speed against a baseline, same inputs, one process")
     bench = bench.add_subparsers(dest="experiment", required=True).add_parser(
@@ -157,6 +186,30 @@ def _reproduce_labels(args: argparse.Namespace) -> dict:
     return out
 
 
+def _reproduce_defenses(args: argparse.Namespace) -> dict:
+    from .experiments import DEFAULT_DEFENSES, reproduce_defenses
+
+    specs = args.defenses or list(DEFAULT_DEFENSES)
+    out = reproduce_defenses(args.dataset, specs, attack=args.attack, trials=args.trials, iterations=args.iterations,
+                             utility=args.utility, epochs=args.epochs, seed=args.seed, device=args.device,
+                             progress=not args.no_progress)
+    print(f"{args.attack} against each defense on {args.dataset} ({out['source']}), {args.trials} trials, "
+          f"{args.iterations} iterations, {out['device']}, {out['seconds']:.1f} s"
+          + (f"; training {out['utility_seconds']:.1f} s" if args.utility else ""))
+    print(f"{'defense':16} {'labels':>7} {'fid<1e-2':>9} {'fid<1e-3':>9} {'fid<1e-4':>9} {'MSE med':>9} {'SSIM':>6}"
+          + (f" {'test acc':>9} {'epsilon':>8}" if args.utility else ""))
+    for row in out["rows"]:
+        fid = row["fidelity"]
+        line = (f"{row['defense']:16} {100 * row['label_accuracy']:6.1f}% {100 * fid['0.01']:8.1f}% "
+                f"{100 * fid['0.001']:8.1f}% {100 * fid['0.0001']:8.1f}% {row['mse_median']:9.2e} "
+                f"{row['ssim_median']:6.3f}")
+        if args.utility:
+            eps = "" if row["epsilon"] is None else f"{row['epsilon']:8.2f}"
+            line += f" {100 * row['test_accuracy']:8.1f}% {eps}"
+        print(line)
+    return out
+
+
 def _bench_idlg(args: argparse.Namespace) -> dict:
     from .experiments import benchmark_idlg
 
@@ -175,6 +228,7 @@ def _bench_idlg(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run = {("reproduce", "idlg"): _reproduce_idlg, ("reproduce", "labels"): _reproduce_labels,
+           ("reproduce", "defenses"): _reproduce_defenses,
            ("bench", "idlg"): _bench_idlg}[(args.command, args.experiment)]
     try:
         out = run(args)

@@ -9,6 +9,8 @@
 - :func:`label_trial`, :func:`reproduce_labels`: batch label restoration (chapter 4) - every method on the same
   client batches and updates, FedSGD or FedAvg, untrained or trained models.
 - :func:`batch_reconstruction`: chapter 5 - restore a batch's labels, then its images, from a gradient or an update.
+- :func:`defense_attack`, :func:`defense_utility`, :func:`reproduce_defenses`: chapter 6 - the attacks against
+  DLG's defenses and DP-SGD, and the test accuracy each defense leaves.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +36,8 @@ from .models import build_model, train_model
 from .utils import check_choice, get_device
 
 __all__ = ["Trials", "make_trials", "sequential_attack", "evaluate", "reproduce_idlg", "benchmark_idlg",
-           "LabelSetup", "label_setup", "label_trial", "reproduce_labels", "batch_reconstruction"]
+           "LabelSetup", "label_setup", "label_trial", "reproduce_labels", "batch_reconstruction",
+           "DEFAULT_DEFENSES", "defense_attack", "defense_utility", "reproduce_defenses"]
 
 
 @dataclass
@@ -490,3 +494,164 @@ def batch_reconstruction(
     matched = torch.stack([result.dummy_x[t][o] for t, o in enumerate(orders)])
     return {"x": x, "y": y, "labels": torch.stack(used), "label_accuracy": sum(accs) / len(accs), "result": result,
             "matched": matched, "mse": metrics.mse(matched, x), "source": data.source}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chapter 6: defenses
+
+#: The defenses of DLG's section 5 at the strengths it discusses, plus bfloat16 and DP-SGD.
+DEFAULT_DEFENSES = ("none", "prune:0.1", "prune:0.2", "prune:0.3", "prune:0.5", "prune:0.9", "gauss:1e-4",
+                    "gauss:1e-3", "gauss:1e-2", "gauss:1e-1", "lap:1e-4", "lap:1e-3", "lap:1e-2", "fp16", "bf16",
+                    "dpsgd:0.5:10", "dpsgd:1:10")
+DEFENSE_FIDELITY = ("0.01", "0.001", "0.0001")
+
+
+def _spec_seed(seed: int, spec: str, *keys: int) -> int:
+    """A seed for one defense's random draws that depends on the defense's text, not its place in a list."""
+    return trial_seed(seed, zlib.crc32(spec.encode()), *keys)
+
+
+def _check_specs(defenses: Sequence[str]) -> list[str]:
+    from .defenses import parse_defenses
+
+    if isinstance(defenses, str) or not isinstance(defenses, Sequence) or not defenses:
+        raise ValueError(f"defenses must be a non-empty list of defense specs such as ['none', 'prune:0.3']; "
+                         f"got {defenses!r}")
+    for spec in defenses:
+        parse_defenses(spec)  # every spec is checked before any work starts
+    return list(defenses)
+
+
+def defense_attack(
+    dataset: str = "mnist",
+    defenses: Sequence[str] = DEFAULT_DEFENSES,
+    *,
+    attack: str = "idlg",
+    trials: int = 8,
+    iterations: int = 300,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    **engine: object,
+) -> dict:
+    """DLG's defense experiment: the same ``trials`` clients (fresh LeNet, one private image each, the DLG/iDLG
+    protocol of :func:`make_trials`) share their gradient under each defense, and ``attack`` reconstructs it.
+
+    Every (defense, client) pair is one trial of a single batched :func:`leaklib.attacks.reconstruct` call, and a
+    client's attack starts from the same random point under every defense, so the rows differ only by the defense.
+    iDLG reads the label off the defended gradient with the rule's best guess (``strict=False``). Restarts on
+    stalling are off (``patience=None``): a defended gradient usually cannot be matched to a loss of 1e-6, and a
+    restart would throw away the best the attack found; pass ``patience`` in ``engine`` to change it.
+
+    Returns ``{"dataset", "attack", "trials", "iterations", "device", "source", "seconds", "rows", "x", "y",
+    "reconstructions"}``: one row per defense ``{"defense", "label_accuracy", "fidelity": {"0.01", "0.001",
+    "0.0001"}, "mse_median", "ssim_median"}``, the private images ``x`` ``(trials, 1, C, H, W)`` and the
+    reconstructions ``{defense: (trials, 1, C, H, W)}``.
+    """
+    from .defenses import client_gradients
+
+    defenses = _check_specs(defenses)
+    attack = check_choice("attack", attack, ("dlg", "idlg"))
+    data = make_trials(dataset, trials, seed=seed)
+    models, grads, labels, seeds = [], [], [], []
+    for spec in defenses:
+        for t, model in enumerate(data.models):
+            g = client_gradients(model, data.x[t], data.y[t], spec, seed=_spec_seed(seed, spec, t))
+            models.append(model)
+            grads.append(g)
+            labels.append([idlg_label(model, g, strict=False)])
+            seeds.append(trial_seed(seed, t))
+    engine.setdefault("patience", None)
+    result = reconstruct(models, grads, data.image_shape, method=attack, iterations=iterations, seeds=seeds,
+                         labels=torch.tensor(labels) if attack == "idlg" else None, device=device,
+                         progress=progress, **engine)
+    rows, recon = [], {}
+    for k, spec in enumerate(defenses):
+        part = slice(k * trials, (k + 1) * trials)
+        scores = evaluate(result.dummy_x[part], result.labels[part], data)
+        rows.append({"defense": spec, "label_accuracy": scores["label_accuracy"],
+                     "fidelity": {t: scores["fidelity"][t] for t in DEFENSE_FIDELITY},
+                     "mse_median": scores["mse_median"], "ssim_median": scores["ssim_median"]})
+        recon[spec] = result.dummy_x[part]
+    return {"dataset": dataset, "attack": attack, "trials": trials, "iterations": iterations,
+            "device": result.device, "source": data.source, "seconds": round(result.seconds, 2), "rows": rows,
+            "x": data.x, "y": data.y, "reconstructions": recon}
+
+
+def defense_utility(
+    dataset: str = "mnist",
+    defenses: Sequence[str] = DEFAULT_DEFENSES,
+    *,
+    model: str = "lenet",
+    epochs: int = 3,
+    lr: float = 0.01,
+    batch_size: int = 64,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict]:
+    """What each defense costs: the test accuracy of ``model`` trained for ``epochs`` with every step's gradient
+    shared under the defense (:func:`leaklib.defenses.train_under_defense`; SGD with momentum 0.9).
+
+    All of ``dataset``'s images, split at random (seeded) into train and ``test_fraction`` test; the same
+    initialisation and the same batches for every defense. Returns ``[{"defense", "test_accuracy", "epsilon"}]``
+    (``epsilon`` at ``delta = 1e-5`` for DP-SGD, else ``None``).
+    """
+    from .defenses import train_under_defense
+    from .models import accuracy
+
+    defenses = _check_specs(defenses)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}")
+    dev = get_device(device)
+    data = load_dataset(dataset, None, seed=seed)
+    order = torch.randperm(len(data.y), generator=torch.Generator().manual_seed(trial_seed(seed, 6)))
+    n_test = max(1, round(test_fraction * len(order)))
+    test, train = order[:n_test], order[n_test:]
+    rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(defenses), desc="training under each defense", leave=False)
+    for spec in defenses:
+        net = build_model(model, dataset, seed=trial_seed(seed, 7)).to(dev)
+        out = train_under_defense(net, data.x[train], data.y[train], spec, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, seed=trial_seed(seed, 8))
+        rows.append({"defense": spec, "test_accuracy": accuracy(net, data.x[test], data.y[test]),
+                     "epsilon": out["epsilon"]})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def reproduce_defenses(
+    dataset: str = "mnist",
+    defenses: Sequence[str] = DEFAULT_DEFENSES,
+    *,
+    attack: str = "idlg",
+    trials: int = 8,
+    iterations: int = 300,
+    utility: bool = False,
+    epochs: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """:func:`defense_attack`, and with ``utility`` :func:`defense_utility`, as one JSON-ready dict: ``{"dataset",
+    "attack", "trials", "iterations", "device", "source", "seconds", "rows": [{"defense", "label_accuracy",
+    "fidelity", "mse_median", "ssim_median"[, "test_accuracy", "epsilon"]}]}``."""
+    out = defense_attack(dataset, defenses, attack=attack, trials=trials, iterations=iterations, seed=seed,
+                         device=device, progress=progress)
+    for key in ("x", "y", "reconstructions"):
+        out.pop(key)
+    if utility:
+        start = time.perf_counter()
+        for row, extra in zip(out["rows"], defense_utility(dataset, defenses, epochs=epochs, seed=seed, device=device,
+                                                           progress=progress), strict=True):
+            row.update(test_accuracy=extra["test_accuracy"], epsilon=extra["epsilon"])
+        out["utility_seconds"] = round(time.perf_counter() - start, 2)
+    return out

@@ -47,7 +47,7 @@ def last_layer_update(
     return dW.detach(), (db.detach() if db is not None else None)
 
 
-def idlg(model: nn.Module, target_grads: Sequence[torch.Tensor], *, batch_size: int = 1) -> int:
+def idlg(model: nn.Module, target_grads: Sequence[torch.Tensor], *, batch_size: int = 1, strict: bool = True) -> int:
     """The label of the one sample behind ``target_grads`` (iDLG, Zhao et al. 2020).
 
     - With a bias: ``argmin_i dL/db_i``, since ``dL/db = p - e_y`` is negative only at ``y`` (any activation).
@@ -57,13 +57,17 @@ def idlg(model: nn.Module, target_grads: Sequence[torch.Tensor], *, batch_size: 
       With two classes there is no "odd one out" and the paper's row-sum rule is used.
 
     A batch (``batch_size > 1``, or a gradient whose structure is not that of one sample) is a ``ValueError``
-    pointing to the batch methods.
+    pointing to the batch methods. ``strict=False`` is for a single sample's gradient that a defense perturbed
+    (noise, pruning, clipping; chapter 6): the rule's best guess is returned instead of an error - the bias
+    gradient's argmin, or without a bias the row of ``dW`` with the smallest sum (the paper's rule).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     if batch_size > 1:
         raise ValueError(f"batch_size={batch_size}: {_BATCH_HINT}")
     dW, db = last_layer_update(model, target_grads)
+    if not strict:
+        return int(db.argmin()) if db is not None else int(dW.sum(1).argmin())
     if db is not None:
         negative = int((db < 0).sum())
         if negative != 1:

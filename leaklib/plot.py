@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 __all__ = ["to_numpy_image", "show_images", "plot_last_layer_gradient", "plot_fidelity", "plot_label_counts",
-           "plot_label_accuracy"]
+           "plot_label_accuracy", "plot_defense_grid", "plot_privacy_utility"]
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
@@ -165,6 +165,75 @@ def plot_label_accuracy(rows: Sequence[dict], *, title: str | None = None, ax=No
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_defense_grid(x: torch.Tensor, reconstructions: dict[str, torch.Tensor], *, ncols: int = 8,
+                      title: str | None = None) -> Figure:
+    """The private images (top row), then one row per defense: what the attack rebuilt from the defended gradient.
+
+    ``x``: ``(T, 1, C, H, W)`` or ``(T, C, H, W)``; ``reconstructions``: ``{defense: same shape}``, as
+    :func:`leaklib.experiments.defense_attack` returns them. Each image is labelled with its MSE.
+    """
+    private = x.reshape(len(x), *x.shape[-3:])
+    cols = min(ncols, len(private))
+    names = list(reconstructions)
+    fig, axes = plt.subplots(len(names) + 1, cols, figsize=(1.05 * cols + 0.9, 1.08 * (len(names) + 1) + 0.3),
+                             squeeze=False)
+    for r, (name, imgs) in enumerate([("private", private), *((n, reconstructions[n]) for n in names)]):
+        imgs = imgs.reshape(len(imgs), *imgs.shape[-3:])
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(to_numpy_image(imgs[c]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r:
+                ax.set_xlabel(f"{float(((imgs[c] - private[c]) ** 2).mean()):.0e}", fontsize=6, labelpad=1)
+        axes[r, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(h_pad=0.3, w_pad=0.2)
+    return fig
+
+
+def _defense_kind(spec: str) -> str:
+    return spec.split("+")[0].split(":")[0]
+
+
+def plot_privacy_utility(rows: Sequence[dict], *, title: str | None = None, ax=None) -> Figure:
+    """Privacy against utility at a glance: one point per defense and strength, from ``reproduce_defenses`` rows
+    with ``test_accuracy``.
+
+    x: the test accuracy a model reaches when trained under the defense (utility, higher is better); y: the median
+    SSIM between the attack's reconstructions and the private images (leakage, lower is better). Points of one
+    kind are joined in the order given and labelled with their strength; the lower right corner is where a
+    defense would want to be.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    else:
+        fig = ax.figure
+    missing = [r["defense"] for r in rows if "test_accuracy" not in r]
+    if missing:
+        raise ValueError(f"rows need test_accuracy (run with utility=True); missing for {missing}")
+    kinds = list(dict.fromkeys(_defense_kind(r["defense"]) for r in rows))
+    markers = "o^sDvP*Xh"
+    for k, kind in enumerate(kinds):
+        mine = [r for r in rows if _defense_kind(r["defense"]) == kind]
+        xs = [100 * r["test_accuracy"] for r in mine]
+        ys = [r["ssim_median"] for r in mine]
+        ax.plot(xs, ys, marker=markers[k % len(markers)], ms=7, lw=1, alpha=0.85, label=kind)
+        for r, px, py in zip(mine, xs, ys, strict=True):
+            label = r["defense"].split(":", 1)[1] if ":" in r["defense"] else r["defense"]
+            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("test accuracy after training under the defense (%)  ->  more useful")
+    ax.set_ylabel("median SSIM of the attack  ->  more leakage")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="defense", title_fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

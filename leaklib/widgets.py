@@ -19,7 +19,7 @@ from .metrics import match_batch, mse
 from .plot import to_numpy_image
 
 __all__ = ["run_demo", "plot_iteration_strip", "attack_explorer", "label_explorer", "plot_batch_reconstruction",
-           "batch_explorer"]
+           "batch_explorer", "defense_explorer", "DEFENSE_STRENGTHS"]
 
 
 def _on_run(run, status, action: Callable[[], str], running: str = "running ...") -> None:
@@ -253,3 +253,89 @@ def batch_explorer(*, dataset: str = "mnist", iterations: int = 100, device: str
 
     _on_run(run, status, action)
     return w.VBox([w.HBox([batch, local, lr]), w.HBox([method, iters, run]), status, out])
+
+
+#: The defense explorer's strengths per kind (a slider over these values).
+DEFENSE_STRENGTHS = {
+    "prune": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
+    "gauss": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    "lap": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    "dpsgd": (0.0, 0.01, 0.1, 0.5, 1.0, 2.0),
+    "fp16": (None,),
+    "bf16": (None,),
+    "none": (None,),
+}
+
+
+def defense_explorer(*, dataset: str = "mnist", attack: str = "idlg", trials: int = 4, iterations: int = 100,
+                     device: str = "auto"):
+    """Controls for chapter 6: a defense and its strength, the attack, a Run button; the attack's reconstructions
+    of ``trials`` clients under that defense (and without it, for comparison) update live.
+
+    The attack runs only when Run is pressed, so executing the notebook costs nothing here.
+    """
+    import ipywidgets as w
+    from IPython.display import clear_output, display
+
+    from .experiments import defense_attack
+    from .plot import plot_defense_grid
+
+    kind = w.Dropdown(options=list(DEFENSE_STRENGTHS), value="prune", description="defense")
+    strength = w.SelectionSlider(options=[str(v) for v in DEFENSE_STRENGTHS["prune"]], value="0.3",
+                                 description="strength")
+    method = w.ToggleButtons(options=["dlg", "idlg"], value=attack, description="attack")
+    data = w.Dropdown(options=["mnist", "cifar100"], value=dataset, description="dataset")
+    iters = w.IntSlider(value=iterations, min=10, max=300, step=10, description="iterations")
+    run = w.Button(description="Run", button_style="primary", icon="play")
+    status = w.HTML()
+    out = w.Output()
+
+    def on_kind(change) -> None:
+        values = DEFENSE_STRENGTHS[change["new"]]
+        strength.options = [str(v) for v in values]
+        strength.value = strength.options[len(values) // 2]
+        strength.disabled = values == (None,)
+
+    kind.observe(on_kind, names="value")
+
+    def spec() -> str:
+        return kind.value if strength.disabled or strength.value == "None" else f"{kind.value}:{strength.value}"
+
+    def action() -> str:
+        chosen = spec()
+        defenses = ["none"] if chosen == "none" else ["none", chosen]
+        live = w.Output()
+        with out:
+            clear_output()
+            display(live)
+
+        every = max(1, iters.value // 15)
+
+        def draw(step: int, dummy_x: torch.Tensor, loss: torch.Tensor) -> None:
+            if step % every:
+                return
+            with live:  # the trials still running (the defended ones are last and usually run longest)
+                clear_output(wait=True)
+                n = min(trials, dummy_x.shape[0])
+                fig, axes = plt.subplots(1, n, figsize=(1.3 * n, 1.5), squeeze=False)
+                for i in range(n):
+                    axes[0, i].imshow(to_numpy_image(dummy_x[-n + i, 0]), cmap="gray", vmin=0, vmax=1)
+                    axes[0, i].axis("off")
+                fig.suptitle(f"step {step}: still running, median matching loss {float(loss.median()):.2e}",
+                             fontsize=8)
+                plt.show()
+
+        result = defense_attack(data.value, defenses, attack=method.value, trials=trials, iterations=iters.value,
+                                device=device, progress=True, callback=draw)
+        with out:
+            clear_output(wait=True)
+            plot_defense_grid(result["x"], result["reconstructions"],
+                              title=f"{method.value.upper()} on {data.value}: without a defense and with {chosen}")
+            plt.show()
+        row = result["rows"][-1]
+        return (f"{chosen}: {result['seconds']:.1f} s, labels {100 * row['label_accuracy']:.0f}%, median MSE "
+                f"{row['mse_median']:.1e}, median SSIM {row['ssim_median']:.2f}, share with MSE &lt; 1e-3: "
+                f"{100 * row['fidelity']['0.001']:.0f}%")
+
+    _on_run(run, status, action, running="attacking ...")
+    return w.VBox([w.HBox([kind, strength]), w.HBox([method, data]), w.HBox([iters, run]), status, out])

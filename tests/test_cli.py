@@ -69,9 +69,34 @@ def test_reproduce_labels_reports_a_setting_it_cannot_run(capsys):
                                   ["reproduce", "labels", "--batch-sizes", "8,0"],
                                   ["reproduce", "labels", "--duplicates", "--unique"],
                                   ["reproduce", "labels", "--trained-steps", "-1"],
-                                  ["reproduce", "defenses"]])
+                                  ["reproduce", "defenses", "--attack", "gradinversion"],
+                                  ["reproduce", "defenses", "--epochs", "0"],
+                                  ["reproduce", "fedavg"]])
 def test_bad_arguments_exit_with_a_message(argv, capsys):
     with pytest.raises(SystemExit) as err:
         main(argv)
     assert err.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_reproduce_defenses_writes_rows(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["reproduce", "defenses", "--dataset", "mnist", "--attack", "idlg", "--defenses",
+                 "none,prune:0.5+fp16,dpsgd:0.1", "--trials", "2", "--iterations", "3", "--seed", "0", "--device",
+                 "cpu", "--utility", "--epochs", "1", "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert [r["defense"] for r in data["rows"]] == ["none", "prune:0.5+fp16", "dpsgd:0.1"]
+    for row in data["rows"]:
+        assert {"defense", "label_accuracy", "fidelity", "mse_median", "test_accuracy"} <= set(row)
+        assert list(row["fidelity"]) == ["0.01", "0.001", "0.0001"]
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+    assert data["rows"][0]["epsilon"] is None and data["rows"][2]["epsilon"] > 0
+    assert "prune:0.5+fp16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("defenses", ["prune:1.5", "gauss:-1e-2", "blur:1", ""])
+def test_reproduce_defenses_rejects_bad_strengths(defenses, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "defenses", "--defenses", defenses, "--trials", "1"])
+    assert exit_info.value.code == 2
+    assert "--defenses" in capsys.readouterr().err
