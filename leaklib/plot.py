@@ -171,31 +171,32 @@ def plot_label_accuracy(rows: Sequence[dict], *, title: str | None = None, ax=No
     return fig
 
 
-def plot_defense_grid(x: torch.Tensor, reconstructions: dict[str, torch.Tensor], *, ncols: int = 8,
+def plot_defense_grid(x: torch.Tensor, reconstructions: dict[str, torch.Tensor], *, max_rows: int = 8,
                       title: str | None = None) -> Figure:
-    """The private images (top row), then one row per defense: what the attack rebuilt from the defended gradient.
+    """The private images (first column), then one column per defense: what the attack rebuilt from the defended
+    gradient of each client (one row per client, at most ``max_rows``), each labelled with its MSE.
 
     ``x``: ``(T, 1, C, H, W)`` or ``(T, C, H, W)``; ``reconstructions``: ``{defense: same shape}``, as
-    :func:`leaklib.experiments.defense_attack` returns them. Each image is labelled with its MSE.
+    :func:`leaklib.experiments.defense_attack` returns them.
     """
     private = x.reshape(len(x), *x.shape[-3:])
-    cols = min(ncols, len(private))
+    rows = min(max_rows, len(private))
     names = list(reconstructions)
-    fig, axes = plt.subplots(len(names) + 1, cols, figsize=(1.05 * cols + 0.9, 1.08 * (len(names) + 1) + 0.3),
+    fig, axes = plt.subplots(rows, len(names) + 1, figsize=(0.95 * (len(names) + 1), 1.12 * rows + 0.5),
                              squeeze=False)
-    for r, (name, imgs) in enumerate([("private", private), *((n, reconstructions[n]) for n in names)]):
+    for c, (name, imgs) in enumerate([("private", private), *((n, reconstructions[n]) for n in names)]):
         imgs = imgs.reshape(len(imgs), *imgs.shape[-3:])
-        for c in range(cols):
+        axes[0, c].set_title(name, fontsize=7)
+        for r in range(rows):
             ax = axes[r, c]
-            ax.imshow(to_numpy_image(imgs[c]), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(to_numpy_image(imgs[r]), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r:
-                ax.set_xlabel(f"{float(((imgs[c] - private[c]) ** 2).mean()):.0e}", fontsize=6, labelpad=1)
-        axes[r, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+            if c:
+                ax.set_xlabel(f"{float(((imgs[r] - private[r]) ** 2).mean()):.0e}", fontsize=6, labelpad=1)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(h_pad=0.3, w_pad=0.2)
+    fig.tight_layout(h_pad=0.2, w_pad=0.2)
     return fig
 
 
@@ -228,7 +229,7 @@ def plot_privacy_utility(rows: Sequence[dict], *, title: str | None = None, ax=N
         ax.plot(xs, ys, marker=markers[k % len(markers)], ms=7, lw=1, alpha=0.85, label=kind)
         for r, px, py in zip(mine, xs, ys, strict=True):
             label = r["defense"].split(":", 1)[1] if ":" in r["defense"] else r["defense"]
-            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 3 if k % 2 == 0 else -9), fontsize=7)
     ax.set_xlabel("test accuracy after training under the defense (%)  ->  more useful")
     ax.set_ylabel("median SSIM of the attack  ->  more leakage")
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
