@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     defenses.add_argument("--utility", action="store_true",
                           help="also train a LeNet under each defense and report its test accuracy")
     defenses.add_argument("--epochs", type=_positive, default=3, help="training epochs for --utility")
+    defenses.add_argument("--figure", type=Path, help="with --utility: save the privacy-utility plot here (PNG)")
 
     bench = commands.add_parser("bench", help="speed against a baseline, same inputs, one process")
     bench = bench.add_subparsers(dest="experiment", required=True).add_parser(
@@ -190,6 +191,8 @@ def _reproduce_defenses(args: argparse.Namespace) -> dict:
     from .experiments import DEFAULT_DEFENSES, reproduce_defenses
 
     specs = args.defenses or list(DEFAULT_DEFENSES)
+    if args.figure and not args.utility:
+        raise ValueError("--figure plots attack success against test accuracy: it needs --utility")
     out = reproduce_defenses(args.dataset, specs, attack=args.attack, trials=args.trials, iterations=args.iterations,
                              utility=args.utility, epochs=args.epochs, seed=args.seed, device=args.device,
                              progress=not args.no_progress)
@@ -207,6 +210,13 @@ def _reproduce_defenses(args: argparse.Namespace) -> dict:
             eps = "" if row["epsilon"] is None else f"{row['epsilon']:8.2f}"
             line += f" {100 * row['test_accuracy']:8.1f}% {eps}"
         print(line)
+    if args.figure:
+        from .plot import plot_privacy_utility
+
+        fig = plot_privacy_utility(out["rows"], title=f"{args.dataset}: {args.attack} against each defense, "
+                                                      f"{args.trials} clients")
+        fig.savefig(args.figure, dpi=120)
+        print(f"figure: {args.figure}")
     return out
 
 

@@ -80,10 +80,11 @@ def test_bad_arguments_exit_with_a_message(argv, capsys):
 
 
 def test_reproduce_defenses_writes_rows(tmp_path, capsys):
-    out = tmp_path / "d.json"
+    out, fig = tmp_path / "d.json", tmp_path / "d.png"
     assert main(["reproduce", "defenses", "--dataset", "mnist", "--attack", "idlg", "--defenses",
                  "none,prune:0.5+fp16,dpsgd:0.1", "--trials", "2", "--iterations", "3", "--seed", "0", "--device",
-                 "cpu", "--utility", "--epochs", "1", "--json", str(out), "--no-progress"]) == 0
+                 "cpu", "--utility", "--epochs", "1", "--json", str(out), "--figure", str(fig), "--no-progress"]) == 0
+    assert fig.stat().st_size > 1000
     data = json.loads(out.read_text())
     assert [r["defense"] for r in data["rows"]] == ["none", "prune:0.5+fp16", "dpsgd:0.1"]
     for row in data["rows"]:
@@ -92,6 +93,12 @@ def test_reproduce_defenses_writes_rows(tmp_path, capsys):
         assert 0.0 <= row["test_accuracy"] <= 1.0
     assert data["rows"][0]["epsilon"] is None and data["rows"][2]["epsilon"] > 0
     assert "prune:0.5+fp16" in capsys.readouterr().out
+
+
+def test_reproduce_defenses_figure_needs_utility(tmp_path, capsys):
+    assert main(["reproduce", "defenses", "--defenses", "none", "--trials", "1", "--iterations", "1",
+                 "--figure", str(tmp_path / "f.png"), "--no-progress"]) == 2
+    assert "needs --utility" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("defenses", ["prune:1.5", "gauss:-1e-2", "blur:1", ""])
