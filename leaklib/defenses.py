@@ -138,6 +138,8 @@ def parse_defenses(spec: str | Defense | Sequence[Defense]) -> tuple[Defense, ..
                             f"got {spec!r}")
     else:
         chain = tuple(_parse_one(part.strip(), spec) for part in spec.split("+"))
+    if not chain:
+        raise ValueError("defenses is an empty chain; use 'none' for no defense")
     if any(d.kind == "dpsgd" for d in chain[1:]):
         raise ValueError(f"dpsgd makes the gradient from the client's samples, so it must come first in a chain; "
                          f"got {spec!r}")
@@ -171,7 +173,7 @@ def prune(update: Sequence[torch.Tensor], p: float) -> list[torch.Tensor]:
     out = []
     for g in update:
         flat = g.detach().reshape(-1).clone()
-        k = math.floor(p * flat.numel())
+        k = math.floor(p * flat.numel() + 1e-9)  # 0.29 * 100 is 28.999...: count the entries p names
         if k:
             flat[torch.argsort(flat.abs(), stable=True)[:k]] = 0
         out.append(flat.reshape(g.shape))

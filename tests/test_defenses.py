@@ -52,6 +52,7 @@ def test_prune_zeroes_the_smallest_fraction_of_each_layer(p):
 def test_prune_breaks_ties_to_exactly_the_fraction():
     g = torch.ones(10)
     assert int((prune([g], 0.35)[0] == 0).sum()) == 3
+    assert int((prune([torch.arange(1.0, 101.0)], 0.29)[0] == 0).sum()) == 29  # 0.29 * 100 = 28.999... in floats
 
 
 @pytest.mark.parametrize("variance", [1e-4, 1e-2, 0.5])
@@ -146,6 +147,8 @@ def test_bad_arguments_to_the_functions():
         Defense("fp16", 0.5)
     with pytest.raises(TypeError, match="defenses must be"):
         parse_defenses(0.3)
+    with pytest.raises(ValueError, match="empty chain"):
+        parse_defenses([])
     with pytest.raises(ValueError, match="client_gradients"):
         apply_defenses(_update(), "dpsgd:1")
 
