@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The book build and the tests never touch the network: datasets come from what packages ship.
 export LEAKLIB_OFFLINE ?= 1
 
-.PHONY: install lint unit notebooks test book serve clean
+.PHONY: install lint unit notebooks student test book serve clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,20 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check leaklib tests
+	$(BIN)/ruff check leaklib tests scripts
 
 unit: install
 	$(BIN)/python -m pytest tests
 
 # Every notebook, top to bottom, in quick mode (smaller trial counts; the asserts stay the same).
+# notebooks/student/ holds the generated student copies, whose exercise stubs raise NotImplementedError.
 notebooks: install
-	LEAKLIB_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
+	LEAKLIB_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks \
+		--ignore=notebooks/student
+
+# The student copies of the chapters (solutions replaced by stubs); tests/test_student.py checks they are current.
+student:
+	$(PYTHON) scripts/make_student.py
 
 test: lint unit notebooks
 
