@@ -1,5 +1,7 @@
 # Two commands: `make book` builds the whole book (every notebook executed); `make test` runs the whole suite.
-# Both create .venv when it is missing and install requirements.txt and leaklib into it.
+# Both create .venv when it is missing and install requirements.txt and leaklib into it. `make book` vendors the
+# book's JavaScript (MathJax, RequireJS, the ipywidgets HTML manager) from npm into _vendor/offline/ first, so the
+# built HTML works offline.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The book build and the tests never touch the network: datasets come from what packages ship.
 export LEAKLIB_OFFLINE ?= 1
 
-.PHONY: install lint unit notebooks student test book serve clean
+.PHONY: install lint unit notebooks student vendor test book serve clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,9 +35,13 @@ notebooks: install
 student:
 	$(PYTHON) scripts/make_student.py
 
+# MathJax, RequireJS and the ipywidgets HTML manager into _vendor/offline/ (npm registry; a no-op when current).
+vendor:
+	$(PYTHON) scripts/vendor_offline.py
+
 test: lint unit notebooks
 
-book: install
+book: install vendor
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo
 	@echo "The book is in _build/html/index.html"
