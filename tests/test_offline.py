@@ -30,10 +30,13 @@ def test_mathjax_is_vendored():
     assert _vendored(SPHINX["mathjax_path"]) in vendor_offline.ENTRY_POINTS
 
 
-def test_widget_scripts_are_vendored_and_requirejs_comes_first():
-    scripts = [_vendored(p) for p in SPHINX["nb_ipywidgets_js"]]
-    assert scripts == ["requirejs/require.js", "html-manager/embed-amd.js"]
-    assert all(s in vendor_offline.ENTRY_POINTS for s in scripts)
+def test_widget_scripts_are_local_and_in_order():
+    # RequireJS, then our shim (it configures RequireJS), then the HTML manager
+    scripts = list(SPHINX["nb_ipywidgets_js"])
+    assert scripts == ["offline/requirejs/require.js", "widgets-offline.js", "offline/html-manager/embed-amd.js"]
+    assert _vendored(scripts[0]) in vendor_offline.ENTRY_POINTS
+    assert _vendored(scripts[2]) in vendor_offline.ENTRY_POINTS
+    assert (ROOT / "_ext" / "static" / scripts[1]).is_file()
     for attributes in SPHINX["nb_ipywidgets_js"].values():
         assert not any("http" in str(v) for v in (attributes or {}).values())
 
@@ -50,7 +53,7 @@ def test_html_manager_matches_ipywidgets():
 
 def test_vendored_files_are_copied_and_ignored_by_git():
     assert vendor_offline.OFFLINE.parent == ROOT / "_vendor"
-    assert SPHINX["html_static_path"] == ["_vendor"]
+    assert SPHINX["html_static_path"] == ["_vendor", "_ext/static"]
     assert "/_vendor/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
