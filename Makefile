@@ -1,7 +1,7 @@
 # Two commands: `make book` builds the whole book (every notebook executed); `make test` runs the whole suite.
-# Both create .venv when it is missing and install requirements.txt and leaklib into it. `make book` vendors the
-# book's JavaScript (MathJax, RequireJS, the ipywidgets HTML manager) from npm into _vendor/offline/ first, so the
-# built HTML works offline.
+# Both create .venv when it is missing and install requirements.txt and leaklib into it, and both vendor the
+# book's JavaScript (MathJax, RequireJS, the ipywidgets HTML manager) from npm into _vendor/offline/, so the
+# built HTML works offline. `make test` needs Debian's chromium for its browser test (.ci/run installs it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The book build and the tests never touch the network: datasets come from what packages ship.
 export LEAKLIB_OFFLINE ?= 1
 
-.PHONY: install lint unit notebooks student vendor test book serve clean
+.PHONY: install lint unit notebooks student vendor book browser test serve clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff check leaklib tests scripts
 
 unit: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 # Every notebook, top to bottom, in quick mode (smaller trial counts; the asserts stay the same).
 # notebooks/student/ holds the generated student copies, whose exercise stubs raise NotImplementedError.
@@ -39,9 +39,22 @@ student:
 vendor:
 	$(PYTHON) scripts/vendor_offline.py
 
-test: lint unit notebooks
+# The browser test: the book built in quick mode into its own folder (its own execution cache, so quick outputs
+# never reach `make book`), then every page loaded in headless Chromium with the network blocked (tests/browser/).
+# Cost on the 2-core build machine: the page checks ~1 min; the quick build ~9 min from an empty execution cache
+# (much longer while other jobs share the cores), ~15 s when no notebook changed.
+# Each build first deletes its HTML (not the execution cache or doctrees): Sphinx copies static files only when it
+# writes pages and never over its own earlier copy, so a changed _vendor/ or _ext/static/ would otherwise be ignored.
+QUICK_BOOK := _build/quick
+browser: install vendor
+	rm -rf $(QUICK_BOOK)/_build/html
+	LEAKLIB_QUICK=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going --path-output $(QUICK_BOOK)
+	BOOK_HTML=$(QUICK_BOOK)/_build/html $(BIN)/python -m pytest tests/browser
+
+test: lint unit notebooks browser
 
 book: install vendor
+	rm -rf _build/html
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo
 	@echo "The book is in _build/html/index.html"
