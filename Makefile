@@ -1,5 +1,7 @@
 # Two commands: `make book` builds the whole book (every notebook executed); `make test` runs the whole suite.
-# Both create .venv when it is missing and install requirements.txt and leaklib into it.
+# Both create .venv when it is missing and install requirements.txt and leaklib into it, and both vendor the
+# book's JavaScript (MathJax, RequireJS, the ipywidgets HTML manager) from npm into _vendor/offline/, so the
+# built HTML works offline. `make test` needs Debian's chromium for its browser test (.ci/run installs it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The book build and the tests never touch the network: datasets come from what packages ship.
 export LEAKLIB_OFFLINE ?= 1
 
-.PHONY: install lint unit notebooks test book serve clean
+.PHONY: install lint unit notebooks student vendor book browser test serve clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,18 +20,41 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check leaklib tests
+	$(BIN)/ruff check leaklib tests scripts
 
 unit: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 # Every notebook, top to bottom, in quick mode (smaller trial counts; the asserts stay the same).
+# notebooks/student/ holds the generated student copies, whose exercise stubs raise NotImplementedError.
 notebooks: install
-	LEAKLIB_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
+	LEAKLIB_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks \
+		--ignore=notebooks/student
 
-test: lint unit notebooks
+# The student copies of the chapters (solutions replaced by stubs); tests/test_student.py checks they are current.
+student:
+	$(PYTHON) scripts/make_student.py
 
-book: install
+# MathJax, RequireJS and the ipywidgets HTML manager into _vendor/offline/ (npm registry; a no-op when current).
+vendor:
+	$(PYTHON) scripts/vendor_offline.py
+
+# The browser test: the book built in quick mode into its own folder (its own execution cache, so quick outputs
+# never reach `make book`), then every page loaded in headless Chromium with the network blocked (tests/browser/).
+# Cost on the 2-core build machine: the page checks ~1 min; the quick build ~9 min from an empty execution cache
+# (much longer while other jobs share the cores), ~15 s when no notebook changed.
+# Each build first deletes its HTML (not the execution cache or doctrees): Sphinx copies static files only when it
+# writes pages and never over its own earlier copy, so a changed _vendor/ or _ext/static/ would otherwise be ignored.
+QUICK_BOOK := _build/quick
+browser: install vendor
+	rm -rf $(QUICK_BOOK)/_build/html
+	LEAKLIB_QUICK=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going --path-output $(QUICK_BOOK)
+	BOOK_HTML=$(QUICK_BOOK)/_build/html $(BIN)/python -m pytest tests/browser
+
+test: lint unit notebooks browser
+
+book: install vendor
+	rm -rf _build/html
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo
 	@echo "The book is in _build/html/index.html"
