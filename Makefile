@@ -41,8 +41,9 @@ vendor:
 
 # The browser test: the book built in quick mode into its own folder (its own execution cache, so quick outputs
 # never reach `make book`), then every page loaded in headless Chromium with the network blocked (tests/browser/).
-# Cost on the 2-core build machine: the page checks ~1 min; the quick build ~9 min from an empty execution cache
-# (much longer while other jobs share the cores), ~15 s when no notebook changed.
+# What it adds to `make test` on the 2-core build machine: the page checks ~50 s (13 pages, and the checker's own
+# test); the quick build ~9 min from an empty execution cache on idle cores (measured with another job sharing the
+# cores, at nice 10: chapter 3 alone took 33 min), ~15 s when no notebook changed.
 # Each build first deletes its HTML (not the execution cache or doctrees): Sphinx copies static files only when it
 # writes pages and never over its own earlier copy, so a changed _vendor/ or _ext/static/ would otherwise be ignored.
 QUICK_BOOK := _build/quick
