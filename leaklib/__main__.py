@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated: dlg,idlg")
     idlg.add_argument("--figure", type=Path, help="save the fidelity figure here (PNG)")
     idlg.add_argument("--protocol", action="store_true",
-                      help="the papers' exact protocol in the engine: N(0,1) start, no restarts")
+                      help="the papers' exact protocol in the engine: N(0,1) start, no restarts, no polish")
 
     labels = rep.add_parser("labels", help="batch label restoration: instance accuracy per method and batch size")
     _common(labels, 10)
@@ -227,11 +227,12 @@ def _bench_idlg(args: argparse.Namespace) -> dict:
                          device=args.device, seed=args.seed, progress=not args.no_progress)
     print(f"{args.method} on {args.dataset}, {args.trials} trials, {args.iterations} iterations, "
           f"{out['torch_threads']} torch threads ({out['source']})")
-    print(f"{'':16} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9}")
+    print(f"{'':16} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9} "
+          f"{'median MSE':>11}")
     for name, row in out["rows"].items():
         print(f"{name:16} {row['attacks_per_second']:10.3f} {row['speedup']:7.1f}x "
               f"{100 * row['label_accuracy']:6.1f}% {100 * row['fidelity']['0.0001']:8.1f}% "
-              f"{100 * row['fidelity']['0.01']:8.1f}%")
+              f"{100 * row['fidelity']['0.01']:8.1f}% {row['mse_median']:11.1e}")
     return out
 
 

@@ -84,8 +84,9 @@ def test_snapshots_history_and_early_stop(mnist):
     x, y = mnist
     models, grads = _trials(x, y, 2)
     seen = []
+    # polish=0: the snapshots are of the L-BFGS phase, so only without a polish is the last one the result
     result = reconstruct(models, grads, (1, 28, 28), iterations=40, snapshot_at=(0, 5, 40), progress=False,
-                         callback=lambda step, dx, loss: seen.append(step))
+                         polish=0, callback=lambda step, dx, loss: seen.append(step))
     assert set(result.snapshots) == {0, 5, 40} and result.snapshots[5].shape == (2, 1, 1, 28, 28)
     assert seen[:3] == [1, 2, 3]
     first = result.loss_history[:, 0]
@@ -109,6 +110,56 @@ def test_non_finite_trials_are_restarted_and_reported(mnist):
     assert bool(result.converged[1])  # its batch-mate is unaffected
 
 
+def test_polish_finishes_a_trial_that_lbfgs_leaves_short():
+    """A confident model (small ||G||): L-BFGS reaches the loss tolerance with the image still off (MSE ~1e-3);
+    one Gauss-Newton step brings it below 1e-6. Trial 12 of `make_trials("mnist", 64, seed=0)`."""
+    from leaklib.experiments import make_trials
+
+    data = make_trials("mnist", 64, seed=0)
+    args = ([data.models[12]], [data.target_grads[12]], data.image_shape)
+    kw = dict(seeds=[trial_seed(0, 12)], iterations=100, progress=False)
+    plain = reconstruct(*args, polish=0, **kw)
+    polished = reconstruct(*args, **kw)
+    assert bool(plain.converged[0]) and float(metrics.mse(plain.dummy_x[:, 0], data.x[12])[0]) > 1e-4
+    assert not bool(plain.polished[0])
+    assert bool(polished.polished[0]) and float(polished.loss[0]) < 1e-2 * float(plain.loss[0])
+    assert float(metrics.mse(polished.dummy_x[:, 0], data.x[12])[0]) < 1e-6  # one step: ~5e-8
+    assert torch.allclose(polished.loss_history, plain.loss_history, rtol=0, atol=0, equal_nan=True)  # same L-BFGS
+
+
+def test_no_tf32_convolutions_during_an_attack(mnist):
+    """cuDNN may use TF32 for float32 convolutions on recent GPUs; the engine turns it off and restores it."""
+    x, y = mnist
+    models, grads = _trials(x, y, 1)
+    before = torch.backends.cudnn.allow_tf32
+    seen = []
+    reconstruct(models, grads, (1, 28, 28), iterations=1, progress=False,
+                callback=lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+    assert seen == [False] and torch.backends.cudnn.allow_tf32 == before
+
+
+def test_polish_is_refused_where_it_does_not_apply(mnist):
+    x, y = mnist
+    models, grads = _trials(x, y, 1)
+    with pytest.raises(ValueError, match="polish=1 needs one image per trial .* got method='dlg'"):
+        reconstruct(models, grads, (1, 28, 28), method="dlg", polish=1, iterations=1, progress=False)
+    assert not reconstruct(models, grads, (1, 28, 28), method="dlg", iterations=1, progress=False).polished.any()
+
+
+def test_patience_leaves_trials_near_their_solution_alone(mnist):
+    """Only trials still far from their target (loss >= near * ||G||^2) are restarted for patience."""
+    x, y = mnist
+    models, grads = _trials(x, y, 4)
+    kw = dict(iterations=8, patience=4, polish=0, progress=False)
+    norms = torch.tensor([sum(float((g.double() ** 2).sum()) for g in gs) for gs in grads])
+    lenient = reconstruct(models, grads, (1, 28, 28), near=0.5, **kw)
+    strict = reconstruct(models, grads, (1, 28, 28), near=1e-30, **kw)
+    near_at_4 = lenient.loss_history[:, 3] < 0.5 * norms
+    assert near_at_4.any()
+    assert (lenient.restarts[near_at_4] == 0).all()
+    assert (~strict.converged).any() and (strict.restarts[~strict.converged] >= 1).all()  # the old rule
+
+
 def test_patience_restarts_stuck_trials(mnist):
     x, y = mnist
     models, grads = _trials(x, y, 3)
@@ -125,6 +176,8 @@ def test_patience_restarts_stuck_trials(mnist):
         (dict(batch_size=2), ValueError, "needs labels"),
         (dict(labels=torch.tensor([[11]])), ValueError, r"labels must lie in \[0, 10\)"),
         (dict(snapshot_at=(500,)), ValueError, "snapshot_at"),
+        (dict(polish=-1), ValueError, "polish must be 'auto' or a number of Gauss-Newton steps >= 0; got -1"),
+        (dict(near=2.0), ValueError, r"near must be a number in \(0, 1\)"),
     ],
 )
 def test_bad_input(mnist, kwargs, error, message):

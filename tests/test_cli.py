@@ -35,7 +35,7 @@ def test_bench_prints_both_sides(tmp_path, capsys):
     assert main(["bench", "idlg", "--trials", "2", "--iterations", "3", "--device", "cpu", "--json", str(out),
                  "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert set(rows) == {"sequential", "engine", "engine_protocol"}
+    assert set(rows) == {"sequential", "engine", "engine_no_polish", "engine_protocol"}
     assert rows["sequential"]["speedup"] == pytest.approx(1.0)
     assert "attacks/s" in capsys.readouterr().out
 
