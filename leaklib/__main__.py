@@ -158,8 +158,9 @@ def _reproduce_idlg(args: argparse.Namespace) -> dict:
     if args.figure:
         from .plot import plot_fidelity
 
+        name = "CIFAR-100 stand-in" if out["source"].startswith("STAND-IN") else args.dataset  # never call it CIFAR
         fig = plot_fidelity({m.upper(): out["fidelity"][m] for m in args.methods},
-                            title=f"{args.dataset}: fidelity over {args.trials} trials")
+                            title=f"{name}: fidelity over {args.trials} trials")
         fig.savefig(args.figure, dpi=120)
         print(f"figure: {args.figure}")
     return out

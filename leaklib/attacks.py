@@ -207,11 +207,12 @@ def reconstruct(
         dtype: ``torch.float32`` (default) or ``torch.float64``.
         chunk_size: trials computed together (default: as many as fit a memory budget).
         snapshot_at: steps after which to keep a copy of the reconstructions.
-        patience: restart a trial from a fresh random start when it has not converged within this many steps of
-            its last start (``None``: never, the papers' protocol). Stuck trials then get new chances within the
-            same budget instead of spending it all. ``init="normal", patience=None`` is the papers' protocol.
-            ``"auto"``: 50 for a single image with L-BFGS on the squared L2 distance without a prior (whose
-            optimum is a loss of 0, usually reached well within 50 steps), otherwise ``None`` (a batch needs longer).
+        patience: restart a trial from a fresh random start when it is still far from its target (``stall_loss``)
+            this many steps after its last start (``None``: never, the papers' protocol). Stuck trials then get
+            new chances within the same budget instead of spending it all. ``PAPER_PROTOCOL`` (``init="normal",
+            patience=None, polish=0``) is the papers' protocol. ``"auto"``: 50 for a single image with L-BFGS on
+            the squared L2 distance without a prior (whose optimum is a loss of 0: an MNIST trial converges in
+            about 15 steps), otherwise ``None`` (a batch needs longer).
         stall_loss: with ``patience``, restart only trials whose loss is still above this. Default: above
             ``near * ||G||^2`` (and ``tol``), with ``||G||^2`` the trial's squared target norm: a trial that got that
             close is on its way (a 3,072-pixel image needs 50-150 steps) and is left alone, while a stuck one sits at
