@@ -358,6 +358,9 @@ def reconstruct(
         return 1 - dot / (norms + torch.finfo(dx.dtype).tiny) + prior
 
     target_scale = local_lr if update == "fedavg" else 1.0
+    # ||G||^2 per trial, of the target as matched (divided by the FedAvg learning rate): the scale of "near"
+    norms = torch.stack([sum((g.detach().double() ** 2).sum() for g in tg) for tg in target_grads]).cpu()
+    norms = norms / target_scale**2
     batched = vmap(grad_and_value(matching_loss))
 
     out_x = torch.zeros(T, B, *image_shape, dtype=dtype)
@@ -383,7 +386,7 @@ def reconstruct(
         names = list(params)
         target = {n: torch.stack([target_grads[i][k].detach() for i in ids.tolist()]).to(dev, dtype) / target_scale
                   for k, n in enumerate(names)}
-        g2 = sum((v.double() ** 2).flatten(1).sum(1) for v in target.values()).cpu()  # ||G||^2 per row
+        g2 = norms[ids]  # ||G||^2 per row, kept in step with `rows`
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
         closure = _closure(batched, params, buffers, target, y)
@@ -456,7 +459,6 @@ def reconstruct(
 
     polished = torch.zeros(T, dtype=torch.bool)
     if polish:
-        norms = torch.stack([sum((g.detach().double() ** 2).sum() for g in tg) for tg in target_grads]).cpu()
         near_rows = torch.nonzero(torch.isfinite(out_loss) & (out_loss < near * norms)).flatten()
         if len(near_rows):
             if bar is not None:
