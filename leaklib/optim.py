@@ -166,7 +166,9 @@ class BatchedLBFGS:
 
         Returns the new variables and the loss at the start of the step (what ``LBFGS.step`` returns).
         Problems whose loss at the start is already below ``stop_below`` do not move (the caller's early stop,
-        decided without an extra evaluation). With ``sync=True`` the inner loop ends early once no problem is
+        decided without an extra evaluation), and a problem whose loss falls below it during the step stops
+        iterating there (``LBFGS.step`` would go on to ``max_iter``; the official DLG/iDLG loop checks its loss only
+        every tenth step). With ``sync=True`` the inner loop ends early once no problem is
         still iterating (one host sync per iteration; pass ``False`` on CUDA to avoid it).
         """
         T = z.shape[0]
@@ -206,6 +208,8 @@ class BatchedLBFGS:
                 | ((self.d * self.t[:, None]).abs().amax(1) <= self.tolerance_change)
                 | ((loss - self.prev_loss).abs() < self.tolerance_change)
             )
+            if stop_below is not None:  # reached the caller's target: spend no more evaluations on it
+                run &= ~(loss < stop_below)
             if sync and not bool(run.any()):
                 break
         return z, orig_loss

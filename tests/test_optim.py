@@ -84,3 +84,17 @@ def test_stop_below_freezes_converged_problems(problems):
     frozen = loss0 < threshold
     assert torch.equal(z[frozen], z0[frozen]) and not torch.equal(z[~frozen], z0[~frozen])
     assert torch.equal(start, loss0)
+
+
+def test_a_problem_that_reaches_stop_below_mid_step_stops_iterating(problems):
+    _, closure, z0 = problems
+    free = BatchedLBFGS(T, D, dtype=torch.float64)
+    z_free, _ = free.step(z0.clone(), closure)
+    loss_free, _ = closure(z_free)
+    threshold = float(loss_free.median())  # about half the problems get below it during the step
+    opt = BatchedLBFGS(T, D, dtype=torch.float64)
+    z, _ = opt.step(z0.clone(), closure, stop_below=threshold)
+    loss, _ = closure(z)
+    early = opt.func_evals < free.func_evals
+    assert early.any() and (loss[early] < threshold).all()
+    assert torch.equal(z[~early], z_free[~early])  # the others took exactly the unconstrained step
