@@ -125,6 +125,8 @@ def test_polish_finishes_a_trial_that_lbfgs_leaves_short():
     assert bool(polished.polished[0]) and float(polished.loss[0]) < 1e-2 * float(plain.loss[0])
     assert float(metrics.mse(polished.dummy_x[:, 0], data.x[12])[0]) < 1e-6  # one step: ~5e-8
     assert torch.allclose(polished.loss_history, plain.loss_history, rtol=0, atol=0, equal_nan=True)  # same L-BFGS
+    skipped = reconstruct(*args, polish_above=0.5, **kw)  # its loss is below 0.5 ||G||^2: not polished
+    assert not bool(skipped.polished[0]) and torch.equal(skipped.dummy_x, plain.dummy_x)
 
 
 def test_no_tf32_convolutions_during_an_attack(mnist):
@@ -160,6 +162,25 @@ def test_patience_leaves_trials_near_their_solution_alone(mnist):
     assert (~strict.converged).any() and (strict.restarts[~strict.converged] >= 1).all()  # the old rule
 
 
+def test_a_stuck_trial_restarts_after_five_steps():
+    """Trial 16 of `make_trials("mnist", 32, seed=0)`: its first L-BFGS steps throw the dummy out and it sits at
+    ~||G||^2; without restarts it never moves, with them it restarts after STUCK[0] steps and converges."""
+    from leaklib.attacks import STUCK
+    from leaklib.experiments import make_trials
+
+    data = make_trials("mnist", 32, seed=0)
+    args = ([data.models[16]], [data.target_grads[16]], data.image_shape)
+    kw = dict(seeds=[trial_seed(0, 16)], iterations=40, polish=0, progress=False)
+    norm = sum(float((g.double() ** 2).sum()) for g in data.target_grads[16])
+    stuck = reconstruct(*args, patience=None, **kw)
+    assert int(stuck.restarts[0]) == 0 and float(stuck.loss[0]) > STUCK[1] * norm
+    restarted = reconstruct(*args, **kw)
+    assert int(restarted.restarts[0]) == 1 and bool(restarted.converged[0])
+    before = restarted.loss_history[0, : STUCK[0]]
+    assert torch.equal(before, stuck.loss_history[0, : STUCK[0]]) and (before > STUCK[1] * norm).all()
+    assert float(metrics.mse(restarted.dummy_x[:, 0], data.x[16])[0]) < 1e-4
+
+
 def test_patience_restarts_stuck_trials(mnist):
     x, y = mnist
     models, grads = _trials(x, y, 3)
@@ -178,6 +199,7 @@ def test_patience_restarts_stuck_trials(mnist):
         (dict(snapshot_at=(500,)), ValueError, "snapshot_at"),
         (dict(polish=-1), ValueError, "polish must be 'auto' or a number of Gauss-Newton steps >= 0; got -1"),
         (dict(near=2.0), ValueError, r"near must be a number in \(0, 1\)"),
+        (dict(polish_above=-1e-9), ValueError, r"polish_above must be 'auto' or a number in \[0, 1\)"),
     ],
 )
 def test_bad_input(mnist, kwargs, error, message):
