@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS
+from .experiments import BENCH_ENGINES
 from .labels import LABEL_METHODS
 
 
@@ -139,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(bench, 32)
     bench.add_argument("--iterations", type=_positive, default=300)
     bench.add_argument("--method", choices=["dlg", "idlg"], default="idlg")
+    bench.add_argument("--sequential-trials", type=_positive, default=None,
+                       help="run the official loop on the first N of the trials only (its rate does not depend on "
+                            "N; default: all)")
+    bench.add_argument("--engines", type=_choices(tuple(BENCH_ENGINES), "--engines"), default=list(BENCH_ENGINES),
+                       help=f"comma-separated engine rows: {','.join(BENCH_ENGINES)} (default: all)")
     return parser
 
 
@@ -224,14 +230,17 @@ def _reproduce_defenses(args: argparse.Namespace) -> dict:
 def _bench_idlg(args: argparse.Namespace) -> dict:
     from .experiments import benchmark_idlg
 
+    if args.sequential_trials is not None and args.sequential_trials > args.trials:
+        raise ValueError(f"--sequential-trials must be at most --trials ({args.trials}); got {args.sequential_trials}")
     out = benchmark_idlg(args.dataset, args.trials, method=args.method, iterations=args.iterations,
-                         device=args.device, seed=args.seed, progress=not args.no_progress)
+                         device=args.device, seed=args.seed, progress=not args.no_progress,
+                         sequential_trials=args.sequential_trials, engines=args.engines)
     print(f"{args.method} on {args.dataset}, {args.trials} trials, {args.iterations} iterations, "
           f"{out['torch_threads']} torch threads ({out['source']})")
-    print(f"{'':16} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9} "
+    print(f"{'':16} {'trials':>6} {'attacks/s':>10} {'speedup':>8} {'labels':>7} {'fid<1e-4':>9} {'fid<1e-2':>9} "
           f"{'median MSE':>11}")
     for name, row in out["rows"].items():
-        print(f"{name:16} {row['attacks_per_second']:10.3f} {row['speedup']:7.1f}x "
+        print(f"{name:16} {row['trials']:6d} {row['attacks_per_second']:10.3f} {row['speedup']:7.1f}x "
               f"{100 * row['label_accuracy']:6.1f}% {100 * row['fidelity']['0.0001']:8.1f}% "
               f"{100 * row['fidelity']['0.01']:8.1f}% {row['mse_median']:11.1e}")
     return out

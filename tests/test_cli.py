@@ -40,6 +40,18 @@ def test_bench_prints_both_sides(tmp_path, capsys):
     assert "attacks/s" in capsys.readouterr().out
 
 
+def test_bench_runs_the_official_loop_on_a_subset(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "idlg", "--trials", "3", "--sequential-trials", "1", "--engines", "engine_no_polish",
+                 "--iterations", "3", "--device", "cpu", "--json", str(out), "--no-progress"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"sequential", "engine_no_polish"}
+    assert rows["sequential"]["trials"] == 1 and rows["engine_no_polish"]["trials"] == 3
+    assert rows["engine_no_polish"]["attacks_per_second"] == pytest.approx(3 / rows["engine_no_polish"]["seconds"])
+    assert main(["bench", "idlg", "--trials", "2", "--sequential-trials", "3", "--no-progress"]) == 2
+    assert "--sequential-trials must be at most --trials (2); got 3" in capsys.readouterr().err
+
+
 def test_reproduce_labels_writes_the_table(tmp_path, capsys):
     out = tmp_path / "labels.json"
     assert main(["reproduce", "labels", "--methods", "idlg,yin,llg,geng,ilrg", "--dataset", "mnist", "--model",
