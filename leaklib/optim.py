@@ -99,8 +99,24 @@ class BatchedLBFGS:
 
     # -------------------------------------------------------------------------------------------- internals
 
-    def _push(self, push: torch.Tensor, s: torch.Tensor, y: torch.Tensor, ys: torch.Tensor) -> None:
-        """Store the pair (s, y) for the problems in ``push``, overwriting their oldest pair when full."""
+    def _project(self, g: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``S g, S y, Y g, Y y, Y s`` (each ``(T, H)``, slot order) in one pass over each buffer.
+
+        The buffers dominate the optimiser's memory traffic (``T x H x D``, 100 pairs), so every product they enter
+        in an iteration is taken at once: one read of ``S`` and one of ``Y`` here, one of each for the direction.
+        """
+        Sv = torch.einsum("thd,tkd->thk", self.S, torch.stack([g, y], 1))
+        Yv = torch.einsum("thd,tkd->thk", self.Y, torch.stack([g, y, s], 1))
+        return Sv[..., 0], Sv[..., 1], Yv[..., 0], Yv[..., 1], Yv[..., 2]
+
+    def _push(self, push: torch.Tensor, s: torch.Tensor, y: torch.Tensor, ys: torch.Tensor, S_dot_y: torch.Tensor,
+              y_dot_Y: torch.Tensor, s_dot_Y: torch.Tensor) -> torch.Tensor:
+        """Store the pair (s, y) for the problems in ``push``, overwriting their oldest pair when full.
+
+        ``S_dot_y``, ``y_dot_Y`` and ``s_dot_Y`` are the products with the buffers *before* the pair is stored
+        (:meth:`_project`); the entry of the slot it goes to is replaced here. Returns that slot as a one-hot mask
+        ``(T, H)``, false for the problems that stored nothing.
+        """
         T, H = self.rho.shape
         rows = torch.arange(T, device=s.device)
         slot = self.head
@@ -110,9 +126,11 @@ class BatchedLBFGS:
         self.rho[rows, slot] = torch.where(push, 1.0 / torch.where(push, ys, torch.ones_like(ys)),
                                            self.rho[rows, slot])
         # new Gram entries: s_new . y_j, s_j . y_new, y_new . y_j for every slot j (the new slot included)
-        s_dot_Y = torch.einsum("td,thd->th", s, self.Y)
-        S_dot_y = torch.einsum("thd,td->th", self.S, y)
-        y_dot_Y = torch.einsum("td,thd->th", y, self.Y)
+        new = torch.nn.functional.one_hot(slot, H).bool()
+        yy = (y * y).sum(1)
+        s_dot_Y = torch.where(new, ys[:, None], s_dot_Y)
+        S_dot_y = torch.where(new, ys[:, None], S_dot_y)
+        y_dot_Y = torch.where(new, yy[:, None], y_dot_Y)
         SY_row = torch.where(keep, s_dot_Y, self.SY[rows, slot])
         self.SY[rows, slot] = SY_row
         SY_col = torch.where(keep, S_dot_y, self.SY[rows, :, slot])
@@ -120,33 +138,34 @@ class BatchedLBFGS:
         YY_row = torch.where(keep, y_dot_Y, self.YY[rows, slot])
         self.YY[rows, slot] = YY_row
         self.YY[rows, :, slot] = YY_row
-        self.H_diag = torch.where(push, ys / (y * y).sum(1), self.H_diag)
+        self.H_diag = torch.where(push, ys / yy, self.H_diag)
         self.head = torch.where(push, (self.head + 1) % H, self.head)
         self.count = torch.where(push, torch.clamp(self.count + 1, max=H), self.count)
+        return new & keep
 
-    def _direction(self, g: torch.Tensor) -> torch.Tensor:
-        """The L-BFGS direction ``-H g`` of every problem, from its stored pairs (two-loop recursion)."""
+    def _direction(self, g: torch.Tensor, Sg: torch.Tensor, Yg: torch.Tensor) -> torch.Tensor:
+        """The L-BFGS direction ``-H g`` of every problem, from its stored pairs (two-loop recursion), given
+        ``S g`` and ``Y g`` in slot order."""
         T, H = self.rho.shape
         # chronological order of the slots, oldest first: slot (head - H + k) mod H for k = 0..H-1
         k = torch.arange(H, device=g.device)
         order = (self.head[:, None] - H + k[None, :]) % H  # (T, H)
         valid = k[None, :] >= (H - self.count[:, None])  # the last `count` positions hold pairs
         rho = torch.where(valid, torch.gather(self.rho, 1, order), torch.zeros_like(self.rho))
-        SY = torch.gather(torch.gather(self.SY, 1, order[:, :, None].expand(T, H, H)), 2,
-                          order[:, None, :].expand(T, H, H))
-        YY = torch.gather(torch.gather(self.YY, 1, order[:, :, None].expand(T, H, H)), 2,
-                          order[:, None, :].expand(T, H, H))
-        Sg = torch.gather(torch.einsum("thd,td->th", self.S, g), 1, order)
-        Yg = torch.gather(torch.einsum("thd,td->th", self.Y, g), 1, order)
-        eye = torch.eye(H, device=g.device, dtype=g.dtype)
-        upper = eye + rho[:, :, None] * torch.triu(SY, diagonal=1)
-        alpha = torch.linalg.solve_triangular(upper, (-rho * Sg)[:, :, None], upper=True).squeeze(-1)
-        Yq = -Yg - torch.einsum("tij,tj->ti", YY, alpha)
-        lower = eye + rho[:, :, None] * torch.tril(SY.transpose(1, 2), diagonal=-1)
-        c = torch.linalg.solve_triangular(lower, (alpha - rho * self.H_diag[:, None] * Yq)[:, :, None],
-                                          upper=False).squeeze(-1)
+        # S Y^T in chronological order, in one gather; Y Y^T is used in slot order (see Yq), so it is not reordered
+        flat = (order[:, :, None] * H + order[:, None, :]).reshape(T, H * H)
+        SY = torch.gather(self.SY.reshape(T, H * H), 1, flat).reshape(T, H, H)
+        Sg = torch.gather(Sg, 1, order)
+        Yg = torch.gather(Yg, 1, order)
+        # both systems have a unit diagonal; solve_triangular reads only the named triangle of its matrix
+        alpha = torch.linalg.solve_triangular(rho[:, :, None] * SY, (-rho * Sg)[:, :, None], upper=True,
+                                              unitriangular=True).squeeze(-1)
         # back to slot order: coefficient of slot order[t, k] is alpha[t, k] (resp. c[t, k])
         alpha_slot = torch.zeros_like(alpha).scatter_(1, order, alpha)
+        Yq = -Yg - torch.gather(torch.einsum("tij,tj->ti", self.YY, alpha_slot), 1, order)
+        c = torch.linalg.solve_triangular(rho[:, :, None] * SY.transpose(1, 2),
+                                          (alpha - rho * self.H_diag[:, None] * Yq)[:, :, None], upper=False,
+                                          unitriangular=True).squeeze(-1)
         c_slot = torch.zeros_like(c).scatter_(1, order, c)
         q = -g - torch.einsum("th,thd->td", alpha_slot, self.Y)
         return self.H_diag[:, None] * q + torch.einsum("th,thd->td", c_slot, self.S)
@@ -187,8 +206,11 @@ class BatchedLBFGS:
             y = g - self.prev_g
             s = self.d * self.t[:, None]
             ys = (y * s).sum(1)
-            self._push(later & (ys > 1e-10), s, y, ys)
-            d = torch.where(first[:, None], -g, self._direction(g))
+            Sg, Sy, Yg, Yy, Ys = self._project(g, y, s)
+            new = self._push(later & (ys > 1e-10), s, y, ys, Sy, Yy, Ys)
+            Sg = torch.where(new, (s * g).sum(1)[:, None], Sg)  # the stored pair's products with g
+            Yg = torch.where(new, (y * g).sum(1)[:, None], Yg)
+            d = torch.where(first[:, None], -g, self._direction(g, Sg, Yg))
             self.d = torch.where(run[:, None], d, self.d)
             self.prev_g = torch.where(run[:, None], g, self.prev_g)
             self.prev_loss = torch.where(run, loss, self.prev_loss)
