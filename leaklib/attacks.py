@@ -325,7 +325,11 @@ def reconstruct(
     dim = n_img + n_lab
     if chunk_size is None:
         budget = (16 if dev.type == "cuda" else 1) * 2**30
-        per_trial = (2 * history_size if optimizer == "lbfgs" else 3) * dim * torch.finfo(dtype).bits // 8
+        width = torch.finfo(dtype).bits // 8
+        per_trial = (2 * history_size if optimizer == "lbfgs" else 3) * dim * width
+        # the trial's weights and target, and the float64 copy of the last layer's target (a 5,749-class head: 35 MB)
+        per_trial += (2 * sum(p.numel() for p in models[0].parameters()) * width
+                      + 8 * last_linear(models[0]).weight.numel())
         chunk_size = max(1, min(T, budget // per_trial))
 
     if seeds is None:
@@ -408,6 +412,9 @@ def reconstruct(
         names = list(params)
         target = {n: torch.stack([target_grads[i][k].detach() for i in ids.tolist()]).to(dev, dtype) / target_scale
                   for k, n in enumerate(names)}
+        if split is not None:  # the last layer's target in float64, and its squared norm, for the closed form
+            target[_G64] = target[w_name].double()
+            target[_GG] = (target[_G64] ** 2).sum((1, 2))
         g2 = norms[ids]  # ||G||^2 per row, kept in step with `rows`
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
@@ -581,6 +588,9 @@ def _split_head(model: nn.Module, image_shape: tuple[int, int, int]):
     return body, f"{path}.weight", (f"{path}.bias" if head.bias is not None else None)
 
 
+_G64, _GG = "__last_layer_target_float64__", "__last_layer_target_norm2__"
+
+
 def _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name):
     """The gradient-matching loss with the last layer's terms in closed form (chapter 1).
 
@@ -596,16 +606,20 @@ def _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name):
     bias = p[b_name] if b_name is not None else None
     body_params = {k: v for k, v in p.items() if k not in (w_name, b_name)}
 
-    def inner_loss(bp):  # logits and softmax in float64: softmax - y cancels for a confident model
+    def inner_loss(bp):  # softmax in float64: softmax - y cancels for a confident model
         a = functional_call(body, (bp, b), (dx,))
-        z = a.double() @ W.double().T + (bias.double() if bias is not None else 0.0)
+        z = (a @ W.T + (bias if bias is not None else 0.0)).double()
         return -(soft.double() * F.log_softmax(z, dim=-1)).sum(-1).mean(), (a, z)
 
     g, (a, z) = grad(inner_loss, has_aux=True)(body_params)
-    loss = sum(((g[name] - target[name]) ** 2).sum() for name in g)
+    loss = sum(((g[name] - target[name]) ** 2).sum() for name in body_params)
     delta = ((F.softmax(z, dim=-1) - soft) / z.shape[0]).double()
-    a64, G = a.double(), target[w_name].double()
-    head = ((delta @ delta.T) * (a64 @ a64.T)).sum() - 2 * (delta * (a64 @ G.T)).sum() + (G * G).sum()
+    # G in float64 and ||G||^2, computed once per run by `reconstruct` (for a 5,749-class head, converting G on
+    # every evaluation cost more than the rest of the loss)
+    G = target[_G64] if _G64 in target else target[w_name].double()
+    GG = target[_GG] if _GG in target else (G * G).sum()
+    a64 = a.double()
+    head = ((delta @ delta.T) * (a64 @ a64.T)).sum() - 2 * (delta * (a64 @ G.T)).sum() + GG
     if b_name is not None:
         head = head + ((delta.sum(0) - target[b_name].double()) ** 2).sum()
     return loss + head
