@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated: dlg,idlg")
     idlg.add_argument("--figure", type=Path, help="save the fidelity figure here (PNG)")
     idlg.add_argument("--protocol", action="store_true",
-                      help="the papers' exact protocol in the engine: N(0,1) start, no restarts, no polish")
+                      help="the papers' exact protocol in the engine: N(0,1) start, no restarts, no polish, "
+                           "absolute loss")
 
     labels = rep.add_parser("labels", help="batch label restoration: instance accuracy per method and batch size")
     _common(labels, 10)

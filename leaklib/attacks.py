@@ -59,7 +59,7 @@ DISTANCES = ("l2", "cosine")
 OPTIMIZERS = ("lbfgs", "adam")
 # The papers' protocol in the engine: an N(0, 1) start, no restarts and L-BFGS alone (leaklib's defaults for a single
 # image: U(0, 1), a fresh start after 50 steps without getting near the solution, and a Gauss-Newton polish).
-PAPER_PROTOCOL = {"init": "normal", "patience": None, "polish": 0}
+PAPER_PROTOCOL = {"init": "normal", "patience": None, "polish": 0, "scale_to": None}
 # A trial whose matching loss is still above 10% of ||G||^2 five steps after its start is stuck: an early L-BFGS step
 # (no line search) threw the dummy far out, the sigmoids saturated and its gradient vanished; such a trial never
 # moves again (it sits at 0.3-1 ||G||^2), while every converging trial seen on MNIST, the CIFAR-100 stand-in and LFW
@@ -80,7 +80,7 @@ class AttackResult:
             argmax of ``softmax(dummy_label)`` *after* optimisation.
         dummy_label: DLG's optimised label logits ``(T, B, K)`` (``None`` for iDLG).
         loss: the final gradient-matching loss ``(T,)``.
-        converged: ``loss < tol`` ``(T,)``.
+        converged: ``loss < tol`` (the scaled loss, see ``scale_to``) ``(T,)``.
         steps: L-BFGS steps used ``(T,)``, at most ``iterations``.
         restarts: fresh random starts after a non-finite loss or, with ``patience``, a stall ``(T,)``.
         polished: trials whose reconstruction a Gauss-Newton polish improved ``(T,)`` (``polish``); their
@@ -155,6 +155,7 @@ def reconstruct(
     labels: torch.Tensor | None = None,
     iterations: int = 300,
     tol: float = 1e-6,
+    scale_to: float | None = 1e3,
     update: str = "fedsgd",
     local_steps: int = 1,
     local_lr: float | None = None,
@@ -197,7 +198,14 @@ def reconstruct(
         labels: known labels ``(T, B)``; for iDLG they replace the extraction (for DLG they are ignored).
         iterations: optimiser steps per trial (an L-BFGS step makes up to ``max_iter`` evaluations), 300 in the
             papers.
-        tol: a trial stops once its matching loss is below this (1e-6 in the papers' code).
+        tol: a trial stops once its matching loss is below this (1e-6 in the papers' code); with ``scale_to``, its
+            scaled loss.
+        scale_to: with the squared L2 distance, a trial whose target has ``||G||^2`` below this has its matching loss
+            multiplied by ``scale_to / ||G||^2`` for the optimiser and for ``tol``. L-BFGS's tolerances are absolute
+            (PyTorch's: 1e-9 on the change of the loss, 1e-7 on the largest gradient entry), and a model that is
+            already confident about the private image has a tiny gradient (``||G||^2`` down to 1e-5 against a
+            median of about 500 on MNIST): unscaled, such a trial meets them, and ``tol``, at once, far from its
+            image. ``None``: the papers' absolute loss. The reported ``loss`` and ``loss_history`` are unscaled.
         update: ``"fedsgd"`` (a gradient) or ``"fedavg"`` (a weight update after ``local_steps`` SGD steps with
             learning rate ``local_lr`` on mini-batches of ``local_batch_size``, in order, as
             :func:`leaklib.gradients.fedavg_update`; the dummy batch goes through the same steps).
@@ -219,9 +227,9 @@ def reconstruct(
         patience: restart a trial from a fresh random start when it is still far from its target (``stall_loss``)
             this many steps after its last start (``None``: never, the papers' protocol). Stuck trials then get
             new chances within the same budget instead of spending it all. ``PAPER_PROTOCOL`` (``init="normal",
-            patience=None, polish=0``) is the papers' protocol. ``"auto"``: 50 for a single image with L-BFGS on
-            the squared L2 distance without a prior (whose optimum is a loss of 0: an MNIST trial converges in
-            about 15 steps), otherwise ``None`` (a batch needs longer).
+            patience=None, polish=0, scale_to=None``) is the papers' protocol. ``"auto"``: 50 for a single image
+            with L-BFGS on the squared L2 distance without a prior (whose optimum is a loss of 0: an MNIST trial
+            converges in about 15 steps), otherwise ``None`` (a batch needs longer).
         stall_loss: with ``patience``, restart only trials whose loss is still above this. Default: above
             ``near * ||G||^2`` (and ``tol``), with ``||G||^2`` the trial's squared target norm: a trial that got that
             close is on its way (a 3,072-pixel image needs 50-150 steps) and is left alone, while a stuck one sits at
@@ -283,6 +291,9 @@ def reconstruct(
                         ("history_size", history_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if scale_to is not None and (isinstance(scale_to, bool) or not isinstance(scale_to, (int, float))
+                                 or not scale_to > 0):
+        raise ValueError(f"scale_to must be a positive number or None; got {scale_to!r}")
     if not tol > 0 or not lr > 0:
         raise ValueError(f"tol and lr must be positive; got tol={tol!r}, lr={lr!r}")
     if isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 < near < 1:
@@ -366,7 +377,10 @@ def reconstruct(
         body = copy.deepcopy(split[0]).to("meta")
         w_name, b_name = split[1], split[2]
 
-    def matching_loss(z, p, b, target, y):
+    def matching_loss(z, p, b, target, y, w):
+        return w * _matching_loss(z, p, b, target, y)
+
+    def _matching_loss(z, p, b, target, y):
         dx = z[:n_img].reshape(B, *image_shape)
         soft = F.softmax(z[n_img:].reshape(B, num_classes), dim=-1) if key == "dlg" else y
         prior = tv * total_variation(dx) if tv else 0.0
@@ -387,6 +401,9 @@ def reconstruct(
     # ||G||^2 per trial, of the target as matched (divided by the FedAvg learning rate): the scale of "near"
     norms = torch.stack([sum((g.detach().double() ** 2).sum() for g in tg) for tg in target_grads]).cpu()
     norms = norms / target_scale**2
+    # each trial's loss weight (scale_to), kept on the CPU in float64; the run's copy is `w`
+    weights = (torch.clamp(scale_to / norms, min=1.0) if scale_to is not None and distance == "l2"
+               else torch.ones_like(norms))
     batched = vmap(grad_and_value(matching_loss))
 
     out_x = torch.zeros(T, B, *image_shape, dtype=dtype)
@@ -415,10 +432,11 @@ def reconstruct(
         if split is not None:  # the last layer's target in float64, and its squared norm, for the closed form
             target[_G64] = target[w_name].double()
             target[_GG] = (target[_G64] ** 2).sum((1, 2))
-        g2 = norms[ids]  # ||G||^2 per row, kept in step with `rows`
+        g2, wc = norms[ids], weights[ids]  # ||G||^2 and the loss weight per row, kept in step with `rows`
+        w = wc.to(dev, dtype)
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
-        closure = _closure(batched, params, buffers, target, y)
+        closure = _closure(batched, params, buffers, target, y, w)
 
         z = torch.stack([fresh_start(int(i), 0) for i in ids]).to(dev)
         if optimizer == "lbfgs":
@@ -435,14 +453,14 @@ def reconstruct(
                 snaps[step][rows] = images(z)
             z_start = z
             z, loss = opt.step(z, closure, stop_below=tol, sync=sync)
-            loss_cpu = loss.double().cpu()
+            loss_cpu = loss.double().cpu() / wc  # the unscaled matching loss
             history[rows, step] = loss_cpu
             out_steps[rows] = step + 1
             # a non-finite loss or dummy, or no convergence within `patience` steps: a fresh random start for that
             # trial, within its remaining budget
             bad = ~torch.isfinite(loss_cpu) | ~torch.isfinite(z).all(1).cpu()
             if patience is not None:  # converged trials, and those near their solution, are never restarted
-                stall = (torch.clamp(near * g2, min=tol) if stall_loss is None
+                stall = (torch.maximum(near * g2, tol / wc) if stall_loss is None
                          else torch.full_like(g2, max(stall_loss, tol)))
                 age = step + 1 - started
                 bad |= (loss_cpu >= stall) & (age >= patience) & (step + 1 < iterations)
@@ -460,7 +478,7 @@ def reconstruct(
                 bar.update(len(rows))
             if callback is not None and lo == 0:
                 callback(step + 1, images(z), loss_cpu)
-            done = (loss_cpu < tol) & ~bad  # converged at the start of this step: it did not move
+            done = (loss_cpu * wc < tol) & ~bad  # converged at the start of this step: it did not move
             if patience is not None and step + 1 > PLATEAU:  # near its solution and no longer improving: stop
                 before = history[rows, step - PLATEAU]
                 done |= ((step + 1 - started > PLATEAU) & (loss_cpu < near * g2) & (loss_cpu > 0.5 * before)
@@ -476,7 +494,7 @@ def reconstruct(
             if bar is not None:
                 bar.update(int(done.sum()) * (iterations - step - 1))
             keep = torch.nonzero(~done).flatten()
-            rows, restarts, started, g2 = rows[keep], restarts[keep], started[keep], g2[keep]
+            rows, restarts, started, g2, wc = rows[keep], restarts[keep], started[keep], g2[keep], wc[keep]
             if len(keep) == 0:
                 break
             kd = keep.to(dev)
@@ -485,14 +503,15 @@ def reconstruct(
             params = {k: v[kd] for k, v in params.items()}
             buffers = {k: v[kd] for k, v in buffers.items()}
             target = {k: v[kd] for k, v in target.items()}
-            y = y[kd]
-            closure = _closure(batched, params, buffers, target, y)
+            y, w = y[kd], w[kd]
+            closure = _closure(batched, params, buffers, target, y, w)
 
         if len(rows):  # trials that used the whole budget: one last evaluation for their final loss
             final_loss, _ = closure(z)
+            final_loss = final_loss.double().cpu() / wc
             if iterations in snaps:
                 snaps[iterations][rows] = images(z)
-            _store(out_x, out_lab, out_loss, out_restarts, rows, z, final_loss.double().cpu(), restarts, n_img, B,
+            _store(out_x, out_lab, out_loss, out_restarts, rows, z, final_loss, restarts, n_img, B,
                    image_shape, num_classes)
 
     polished = torch.zeros(T, dtype=torch.bool)
@@ -520,7 +539,7 @@ def reconstruct(
     else:
         pred = labels.clone()
     return AttackResult(
-        dummy_x=out_x, labels=pred, dummy_label=out_lab, loss=out_loss, converged=out_loss < tol,
+        dummy_x=out_x, labels=pred, dummy_label=out_lab, loss=out_loss, converged=out_loss * weights < tol,
         steps=out_steps, restarts=out_restarts, loss_history=history, snapshots=snaps, seconds=seconds,
         device=str(dev), polished=polished,
     )
@@ -554,11 +573,12 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
-def _closure(batched, params, buffers, target, y):
-    """The optimiser's view of the trials still running: ``z -> (loss (T,), gradient (T, dim))``."""
+def _closure(batched, params, buffers, target, y, w):
+    """The optimiser's view of the trials still running: ``z -> (loss (T,), gradient (T, dim))``, each trial's
+    matching loss multiplied by its weight ``w`` (``scale_to``)."""
 
     def closure(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g, loss = batched(z, params, buffers, target, y)
+        g, loss = batched(z, params, buffers, target, y, w)
         return loss.detach(), g.detach()
 
     return closure

@@ -562,9 +562,9 @@ def defense_attack(
     client's attack starts from the same random point under every defense, so the rows differ only by the defense.
     iDLG reads the label off the defended gradient with the rule's best guess (``strict=False``). Restarts on
     stalling are off (``patience=None``): a defended gradient usually cannot be matched to a loss of 1e-6, and a
-    restart would throw away the best the attack found. The Gauss-Newton polish is off too (``polish=0``): these are
-    DLG's claims about its L-BFGS attack, and the tables of the results page were measured so; pass ``patience`` or
-    ``polish`` in ``engine`` to change either.
+    restart would throw away the best the attack found. The Gauss-Newton polish and the loss scaling are off too
+    (``polish=0, scale_to=None``): these are DLG's claims about its L-BFGS attack, and the tables of the results page
+    were measured so; pass ``patience``, ``polish`` or ``scale_to`` in ``engine`` to change them.
 
     Returns ``{"dataset", "attack", "trials", "iterations", "device", "source", "seconds", "rows", "x", "y",
     "reconstructions"}``: one row per defense ``{"defense", "label_accuracy", "fidelity": {"0.01", "0.001",
@@ -586,6 +586,7 @@ def defense_attack(
             seeds.append(trial_seed(seed, t))
     engine.setdefault("patience", None)
     engine.setdefault("polish", 0)
+    engine.setdefault("scale_to", None)
     result = reconstruct(models, grads, data.image_shape, method=attack, iterations=iterations, seeds=seeds,
                          labels=torch.tensor(labels) if attack == "idlg" else None, device=device,
                          progress=progress, **engine)
