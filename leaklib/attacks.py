@@ -57,8 +57,9 @@ METHODS = ("dlg", "idlg")
 UPDATES = ("fedsgd", "fedavg")
 DISTANCES = ("l2", "cosine")
 OPTIMIZERS = ("lbfgs", "adam")
-# The papers' protocol in the engine: an N(0, 1) start, no restarts and L-BFGS alone (leaklib's defaults for a single
-# image: U(0, 1), a fresh start after 50 steps without getting near the solution, and a Gauss-Newton polish).
+# The papers' protocol in the engine: an N(0, 1) start, the absolute loss, no restarts and L-BFGS alone (leaklib's
+# defaults for a single image: U(0, 1), each trial's loss scaled to ||G||^2 >= 1000, fresh starts for stuck trials
+# (STUCK, `patience`), and a Gauss-Newton polish where L-BFGS stopped short).
 PAPER_PROTOCOL = {"init": "normal", "patience": None, "polish": 0, "scale_to": None}
 # A trial whose matching loss is still above 10% of ||G||^2 five steps after its start is stuck: an early L-BFGS step
 # (no line search) threw the dummy far out, the sigmoids saturated and its gradient vanished; such a trial never
@@ -203,7 +204,7 @@ def reconstruct(
         scale_to: with the squared L2 distance, a trial whose target has ``||G||^2`` below this has its matching loss
             multiplied by ``scale_to / ||G||^2`` for the optimiser and for ``tol``. L-BFGS's tolerances are absolute
             (PyTorch's: 1e-9 on the change of the loss, 1e-7 on the largest gradient entry), and a model that is
-            already confident about the private image has a tiny gradient (``||G||^2`` down to 1e-5 against a
+            already confident about the private image has a tiny gradient (``||G||^2`` down to 6e-5 against a
             median of about 500 on MNIST): unscaled, such a trial meets them, and ``tol``, at once, far from its
             image. ``None``: the papers' absolute loss. The reported ``loss`` and ``loss_history`` are unscaled.
         update: ``"fedsgd"`` (a gradient) or ``"fedavg"`` (a weight update after ``local_steps`` SGD steps with
@@ -461,7 +462,7 @@ def reconstruct(
             bad = ~torch.isfinite(loss_cpu) | ~torch.isfinite(z).all(1).cpu()
             if patience is not None:  # converged trials, and those near their solution, are never restarted
                 stall = (torch.maximum(near * g2, tol / wc) if stall_loss is None
-                         else torch.full_like(g2, max(stall_loss, tol)))
+                         else torch.clamp(tol / wc, min=stall_loss))
                 age = step + 1 - started
                 bad |= (loss_cpu >= stall) & (age >= patience) & (step + 1 < iterations)
                 if stall_loss is None:  # stuck from the start: restart without waiting out `patience`
@@ -618,9 +619,9 @@ def _split_matching_loss(body, p, b, dx, soft, target, w_name, b_name):
     ``dW = sum_b delta_b a_b^T`` and ``db = sum_b delta_b``, so
     ``||dW - G||^2 = sum_{b,b'} (delta_b . delta_b')(a_b . a_b') - 2 sum_b delta_b^T G a_b + ||G||^2``: one
     matrix-vector product with ``G`` per sample instead of a ``(K, d)`` gradient and its second derivative. The
-    expansion cancels near the optimum, so it is evaluated in float64, and so are the logits: ``softmax(z) - y``
-    cancels for a confident model, and its float32 rounding would floor how closely that model's gradient can be
-    matched. The body's gradient comes from autograd.
+    expansion cancels near the optimum, so it is evaluated in float64, and so is the softmax of the logits:
+    ``softmax(z) - y`` cancels for a confident model, and its float32 rounding would floor how closely that model's
+    gradient can be matched. The body's gradient comes from autograd.
     """
     W = p[w_name]
     bias = p[b_name] if b_name is not None else None
