@@ -142,8 +142,12 @@ def test_scaled_loss_lets_lbfgs_finish_confident_models(trial, trials):
     absolute = reconstruct(*args, scale_to=None, **kw)
     scaled = reconstruct(*args, **kw)
     assert float(metrics.mse(absolute.dummy_x[:, 0], data.x[trial])[0]) > 1e-4
-    assert float(metrics.mse(scaled.dummy_x[:, 0], data.x[trial])[0]) < 1e-5
+    # below iDLG's strictest threshold (3e-7 with one torch thread and 6e-5 with two, for trial 62: where L-BFGS
+    # stops in float32 depends on the order of the sums); with the defaults' Gauss-Newton finish, far below it
+    assert float(metrics.mse(scaled.dummy_x[:, 0], data.x[trial])[0]) < 1e-4
     assert float(scaled.loss[0]) < 1e-3 * float(absolute.loss[0])  # both reported unscaled
+    finished = reconstruct(*args, **{**kw, "polish": "auto"})
+    assert float(metrics.mse(finished.dummy_x[:, 0], data.x[trial])[0]) < 1e-6
 
 
 def test_no_tf32_convolutions_during_an_attack(mnist):
@@ -169,13 +173,15 @@ def test_patience_leaves_trials_near_their_solution_alone(mnist):
     """Only trials still far from their target (loss >= near * ||G||^2) are restarted for patience."""
     x, y = mnist
     models, grads = _trials(x, y, 4)
-    kw = dict(iterations=8, patience=4, polish=0, progress=False)
+    # 5 steps: the patience check runs once, after step 4 (the loss is not monotone, so a later check could find a
+    # trial that was near at step 4 far again); STUCK's check after step 5 does not run (no step left)
+    kw = dict(iterations=5, patience=4, polish=0, progress=False)
     norms = torch.tensor([sum(float((g.double() ** 2).sum()) for g in gs) for gs in grads])
     lenient = reconstruct(models, grads, (1, 28, 28), near=0.5, **kw)
     strict = reconstruct(models, grads, (1, 28, 28), near=1e-30, **kw)
     near_at_4 = lenient.loss_history[:, 3] < 0.5 * norms
     assert near_at_4.any()
-    assert (lenient.restarts[near_at_4] == 0).all()
+    assert (lenient.restarts[near_at_4] == 0).all() and (lenient.restarts[~near_at_4] == 1).all()
     assert (~strict.converged).any() and (strict.restarts[~strict.converged] >= 1).all()  # the old rule
 
 
