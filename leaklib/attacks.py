@@ -402,7 +402,7 @@ def reconstruct(
     # ||G||^2 per trial, of the target as matched (divided by the FedAvg learning rate): the scale of "near"
     norms = torch.stack([sum((g.detach().double() ** 2).sum() for g in tg) for tg in target_grads]).cpu()
     norms = norms / target_scale**2
-    # each trial's loss weight (scale_to), kept on the CPU in float64; the run's copy is `w`
+    # each trial's loss weight (scale_to), on the CPU in float64; the closure gets a copy on the run's device
     weights = (torch.clamp(scale_to / norms, min=1.0) if scale_to is not None and distance == "l2"
                else torch.ones_like(norms))
     batched = vmap(grad_and_value(matching_loss))
@@ -434,10 +434,9 @@ def reconstruct(
             target[_G64] = target[w_name].double()
             target[_GG] = (target[_G64] ** 2).sum((1, 2))
         g2, wc = norms[ids], weights[ids]  # ||G||^2 and the loss weight per row, kept in step with `rows`
-        w = wc.to(dev, dtype)
         known = labels[ids] if labels is not None else torch.zeros(len(ids), B, dtype=torch.long)
         y = F.one_hot(known, num_classes).to(dev, dtype)
-        closure = _closure(batched, params, buffers, target, y, w)
+        closure = _closure(batched, params, buffers, target, y, wc.to(dev, dtype))
 
         z = torch.stack([fresh_start(int(i), 0) for i in ids]).to(dev)
         if optimizer == "lbfgs":
@@ -504,8 +503,8 @@ def reconstruct(
             params = {k: v[kd] for k, v in params.items()}
             buffers = {k: v[kd] for k, v in buffers.items()}
             target = {k: v[kd] for k, v in target.items()}
-            y, w = y[kd], w[kd]
-            closure = _closure(batched, params, buffers, target, y, w)
+            y = y[kd]
+            closure = _closure(batched, params, buffers, target, y, wc.to(dev, dtype))
 
         if len(rows):  # trials that used the whole budget: one last evaluation for their final loss
             final_loss, _ = closure(z)
