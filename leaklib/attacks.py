@@ -731,7 +731,6 @@ def _polish(models, target_grads, labels, start_x, rows, split, image_shape, ste
         x = start_x[ids].reshape(len(ids), n).to(dev, torch.float64)
         loss, r_body, R, r_bias, a, delta = residuals(x, p64, b64, y, G, G_body)
         better = torch.zeros(len(ids), dtype=torch.bool, device=dev)
-        eye = torch.eye(n, device=dev, dtype=torch.float64)
         lam = torch.full((len(ids),), LM_DAMPING[0], device=dev, dtype=torch.float64)  # relative damping per trial
         active = torch.ones(len(ids), dtype=torch.bool, device=dev)
         for _ in range(steps):
@@ -761,7 +760,9 @@ def _polish(models, target_grads, labels, start_x, rows, split, image_shape, ste
             for _ in range(LM_TRIES):  # Levenberg-Marquardt: raise the damping of a trial until its step helps
                 ps = torch.nonzero(pending).flatten()
                 rows_ = sel[ps]
-                L, info = torch.linalg.cholesky_ex(A[ps] + (lam[rows_] * scale[ps])[:, None, None] * eye)
+                damped = A[ps]  # a copy: its diagonal gets this try's damping
+                damped.diagonal(dim1=1, dim2=2).add_((lam[rows_] * scale[ps])[:, None])
+                L, info = torch.linalg.cholesky_ex(damped)
                 step = torch.cholesky_solve(-rhs[ps, :, None], L)[..., 0]
                 new_x = x[rows_] + torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
                 new = residuals(new_x, _take(p64, rows_), _take(b64, rows_), y[rows_], _take(G, rows_), G_body[rows_])
