@@ -229,6 +229,26 @@ def test_a_stuck_trial_restarts_after_five_steps():
     assert float(metrics.mse(restarted.dummy_x[:, 0], data.x[16])[0]) < 1e-4
 
 
+def test_a_stuck_trial_without_restarts_left_stops_on_its_plateau():
+    """Trial 16 again, allowed no restart: it sits at ~||G||^2 and stops PLATEAU steps after its start instead of
+    running out its budget; the papers' protocol (patience=None) runs it to the end."""
+    from leaklib.attacks import PLATEAU
+    from leaklib.experiments import make_trials
+
+    data = make_trials("mnist", 32, seed=0)
+    args = ([data.models[16]], [data.target_grads[16]], data.image_shape)
+    kw = dict(seeds=[trial_seed(0, 16)], iterations=60, polish=0, max_restarts=0, progress=False)
+    norm = sum(float((g.double() ** 2).sum()) for g in data.target_grads[16])
+    kept_on = reconstruct(*args, patience=None, **kw)
+    stopped = reconstruct(*args, **kw)
+    assert int(kept_on.steps[0]) == 60 and int(stopped.steps[0]) == PLATEAU
+    assert int(stopped.restarts[0]) == 0 and not bool(stopped.converged[0])
+    assert float(stopped.loss[0]) > 0.1 * norm
+    assert torch.equal(stopped.loss_history[0, : PLATEAU + 1], kept_on.loss_history[0, : PLATEAU + 1])
+    assert torch.isnan(stopped.loss_history[0, PLATEAU + 1 :]).all()
+    assert torch.equal(stopped.loss[0], stopped.loss_history[0, PLATEAU])
+
+
 def test_patience_restarts_stuck_trials(mnist):
     x, y = mnist
     models, grads = _trials(x, y, 3)
