@@ -10,15 +10,21 @@ first dimension. Every problem keeps its own curvature history, step size, itera
 decisions, so a problem's trajectory does not depend on which others share the batch.
 
 The two-loop recursion (Nocedal and Wright, *Numerical Optimization*, Alg. 7.4) is evaluated without a Python
-loop over the history: with ``S`` and ``Y`` the stored steps and gradient differences and ``rho_i = 1/(y_i.s_i)``,
+loop over the history: with ``S`` and ``Y`` the stored steps and gradient differences (oldest first) and
+``rho_i = 1/(y_i.s_i)``,
 
 - first loop:  ``alpha_i = rho_i (s_i.q_i)`` with ``q_i = -g - sum_{j>i} alpha_j y_j``, i.e. the upper-triangular
   system ``(I + diag(rho) U) alpha = -rho * (S g)`` with ``U_ij = s_i.y_j`` for ``j > i``;
 - second loop: ``c_i = alpha_i - beta_i`` with ``beta_i = rho_i y_i.(H0 q + sum_{j<i} c_j s_j)``, i.e. the
   lower-triangular system ``(I + diag(rho) L) c = alpha - rho * H0 (Y q)`` with ``L_ij = y_i.s_j`` for ``j < i``;
 
-and the direction is ``H0 q + S^T c``. The small Gram matrices ``S Y^T`` and ``Y Y^T`` are updated as pairs arrive;
-``S`` and ``Y`` live in a ring buffer per problem, so old pairs are overwritten, never shifted.
+and the direction is ``H0 q + S^T c``. Multiplied by ``diag(1/rho)``, both systems have the Gram matrix
+``M = S Y^T`` itself as their matrix (its diagonal is ``y_i.s_i = 1/rho_i``): ``M alpha = -S g`` (its upper
+triangle) and ``M^T c = diag(M) alpha - H0 (Y q)`` (the lower triangle of ``M^T``), so no scaled copy of ``M`` is
+made. ``M`` and ``Y Y^T`` are updated as pairs arrive. ``S`` and ``Y`` (the large buffers) live in a ring buffer per
+problem, so old pairs are overwritten, never shifted; ``M`` is kept in chronological order (the newest pair last, a
+unit diagonal where no pair is stored yet), shifted by one when a pair arrives, which costs less than reordering it
+from ring order at every iteration.
 """
 
 from __future__ import annotations
@@ -64,9 +70,10 @@ class BatchedLBFGS:
         kw = dict(device=device, dtype=dtype)
         self.S = torch.zeros(T, H, D, **kw)
         self.Y = torch.zeros(T, H, D, **kw)
-        self.SY = torch.zeros(T, H, H, **kw)  # SY[t, i, j] = s_i . y_j  (slot indices)
-        self.YY = torch.zeros(T, H, H, **kw)
-        self.rho = torch.zeros(T, H, **kw)  # 0 marks an empty slot
+        # SY[t, i, j] = s_i . y_j in chronological positions (the newest pair at H - 1); 1 on the diagonal of the
+        # positions that hold no pair yet, so the triangular systems stay regular
+        self.SY = torch.eye(H, **kw).repeat(T, 1, 1)
+        self.YY = torch.zeros(T, H, H, **kw)  # YY[t, i, j] = y_i . y_j in slot order
         self.count = torch.zeros(T, dtype=torch.long, device=device)
         self.head = torch.zeros(T, dtype=torch.long, device=device)  # slot the next pair goes to
         self.H_diag = torch.ones(T, **kw)
@@ -81,9 +88,9 @@ class BatchedLBFGS:
         """Forget everything about the problems in ``mask`` (a fresh optimiser, e.g. after a restart)."""
         m = mask
         # zero the stored pairs too: NaNs of a diverged trajectory would survive a zero coefficient (NaN * 0)
-        for buf in (self.S, self.Y, self.SY, self.YY, self.prev_g):
+        for buf in (self.S, self.Y, self.YY, self.prev_g):
             buf[m] = 0.0
-        self.rho[m] = 0.0
+        self.SY[m] = torch.eye(self.history_size, dtype=self.SY.dtype, device=self.SY.device)
         self.count[m] = 0
         self.head[m] = 0
         self.H_diag[m] = 1.0
@@ -117,24 +124,26 @@ class BatchedLBFGS:
         (:meth:`_project`); the entry of the slot it goes to is replaced here. Returns that slot as a one-hot mask
         ``(T, H)``, false for the problems that stored nothing.
         """
-        T, H = self.rho.shape
+        T, H = self.YY.shape[:2]
         rows = torch.arange(T, device=s.device)
         slot = self.head
         keep = push[:, None]
         self.S[rows, slot] = torch.where(keep, s, self.S[rows, slot])
         self.Y[rows, slot] = torch.where(keep, y, self.Y[rows, slot])
-        self.rho[rows, slot] = torch.where(push, 1.0 / torch.where(push, ys, torch.ones_like(ys)),
-                                           self.rho[rows, slot])
         # new Gram entries: s_new . y_j, s_j . y_new, y_new . y_j for every slot j (the new slot included)
         new = torch.nn.functional.one_hot(slot, H).bool()
         yy = (y * y).sum(1)
         s_dot_Y = torch.where(new, ys[:, None], s_dot_Y)
         S_dot_y = torch.where(new, ys[:, None], S_dot_y)
         y_dot_Y = torch.where(new, yy[:, None], y_dot_Y)
-        SY_row = torch.where(keep, s_dot_Y, self.SY[rows, slot])
-        self.SY[rows, slot] = SY_row
-        SY_col = torch.where(keep, S_dot_y, self.SY[rows, :, slot])
-        self.SY[rows, :, slot] = SY_col
+        # S Y^T in chronological order: drop the oldest position, shift the rest up and left, the new pair last.
+        # After the push, chronological position k holds slot (head + 1 - H + k) mod H (the new slot at H - 1).
+        after = (slot[:, None] + 1 - H + torch.arange(H, device=s.device)[None, :]) % H
+        shifted = torch.empty_like(self.SY)
+        shifted[:, :-1, :-1] = self.SY[:, 1:, 1:]
+        shifted[:, -1, :] = torch.gather(s_dot_Y, 1, after)
+        shifted[:, :, -1] = torch.gather(S_dot_y, 1, after)
+        self.SY = torch.where(keep[:, :, None], shifted, self.SY)
         YY_row = torch.where(keep, y_dot_Y, self.YY[rows, slot])
         self.YY[rows, slot] = YY_row
         self.YY[rows, :, slot] = YY_row
@@ -146,26 +155,22 @@ class BatchedLBFGS:
     def _direction(self, g: torch.Tensor, Sg: torch.Tensor, Yg: torch.Tensor) -> torch.Tensor:
         """The L-BFGS direction ``-H g`` of every problem, from its stored pairs (two-loop recursion), given
         ``S g`` and ``Y g`` in slot order."""
-        T, H = self.rho.shape
-        # chronological order of the slots, oldest first: slot (head - H + k) mod H for k = 0..H-1
+        T, H = self.YY.shape[:2]
+        # chronological order of the slots, oldest first: slot (head - H + k) mod H for k = 0..H-1. Positions that
+        # hold no pair have S g = Y g = 0 (empty slots are zero) and a unit diagonal in SY: their alpha and c are 0.
         k = torch.arange(H, device=g.device)
         order = (self.head[:, None] - H + k[None, :]) % H  # (T, H)
-        valid = k[None, :] >= (H - self.count[:, None])  # the last `count` positions hold pairs
-        rho = torch.where(valid, torch.gather(self.rho, 1, order), torch.zeros_like(self.rho))
-        # S Y^T in chronological order, in one gather; Y Y^T is used in slot order (see Yq), so it is not reordered
-        flat = (order[:, :, None] * H + order[:, None, :]).reshape(T, H * H)
-        SY = torch.gather(self.SY.reshape(T, H * H), 1, flat).reshape(T, H, H)
+        SY = self.SY  # chronological already; Y Y^T is used in slot order (see Yq)
         Sg = torch.gather(Sg, 1, order)
         Yg = torch.gather(Yg, 1, order)
-        # both systems have a unit diagonal; solve_triangular reads only the named triangle of its matrix
-        alpha = torch.linalg.solve_triangular(rho[:, :, None] * SY, (-rho * Sg)[:, :, None], upper=True,
-                                              unitriangular=True).squeeze(-1)
+        # solve_triangular reads only the named triangle of its matrix: the upper one of S Y^T, the lower of Y S^T
+        alpha = torch.linalg.solve_triangular(SY, -Sg[:, :, None], upper=True).squeeze(-1)
         # back to slot order: coefficient of slot order[t, k] is alpha[t, k] (resp. c[t, k])
         alpha_slot = torch.zeros_like(alpha).scatter_(1, order, alpha)
         Yq = -Yg - torch.gather(torch.einsum("tij,tj->ti", self.YY, alpha_slot), 1, order)
-        c = torch.linalg.solve_triangular(rho[:, :, None] * SY.transpose(1, 2),
-                                          (alpha - rho * self.H_diag[:, None] * Yq)[:, :, None], upper=False,
-                                          unitriangular=True).squeeze(-1)
+        ys = torch.diagonal(SY, dim1=1, dim2=2)  # 1/rho
+        c = torch.linalg.solve_triangular(SY.transpose(1, 2), (ys * alpha - self.H_diag[:, None] * Yq)[:, :, None],
+                                          upper=False).squeeze(-1)
         c_slot = torch.zeros_like(c).scatter_(1, order, c)
         q = -g - torch.einsum("th,thd->td", alpha_slot, self.Y)
         return self.H_diag[:, None] * q + torch.einsum("th,thd->td", c_slot, self.S)
