@@ -124,7 +124,7 @@ class BatchedLBFGS:
         (:meth:`_project`); the entry of the slot it goes to is replaced here. Returns that slot as a one-hot mask
         ``(T, H)``, false for the problems that stored nothing.
         """
-        T, H = self.YY.shape[:2]
+        T, H = s.shape[0], self.history_size
         rows = torch.arange(T, device=s.device)
         slot = self.head
         keep = push[:, None]
@@ -155,7 +155,7 @@ class BatchedLBFGS:
     def _direction(self, g: torch.Tensor, Sg: torch.Tensor, Yg: torch.Tensor) -> torch.Tensor:
         """The L-BFGS direction ``-H g`` of every problem, from its stored pairs (two-loop recursion), given
         ``S g`` and ``Y g`` in slot order."""
-        T, H = self.YY.shape[:2]
+        H = self.history_size
         # chronological order of the slots, oldest first: slot (head - H + k) mod H for k = 0..H-1. Positions that
         # hold no pair have S g = Y g = 0 (empty slots are zero) and a unit diagonal in SY: their alpha and c are 0.
         k = torch.arange(H, device=g.device)
