@@ -61,17 +61,26 @@ OPTIMIZERS = ("lbfgs", "adam")
 # defaults for a single image: U(0, 1), each trial's loss scaled to ||G||^2 >= 1000, fresh starts for stuck trials
 # (STUCK, `patience`), and a Gauss-Newton polish where L-BFGS stopped short).
 PAPER_PROTOCOL = {"init": "normal", "patience": None, "polish": 0, "scale_to": None}
-# A trial whose matching loss is still above 10% of ||G||^2 five steps after its start is stuck: an early L-BFGS step
-# (no line search) threw the dummy far out, the sigmoids saturated and its gradient vanished; such a trial never
-# moves again (it sits at 0.3-1 ||G||^2), while every converging trial seen on MNIST, the CIFAR-100 stand-in and LFW
-# is below 4% of ||G||^2 by then (most below 0.1%). With `patience`, such a trial restarts at once.
-STUCK = (5, 0.1)
+# A trial whose matching loss is still above 10% of ||G||^2 after two steps from its start (STUCK[0] = 3 counts the
+# evaluation at the start) is stuck: an early L-BFGS step (no line search) threw the dummy far out, the sigmoids
+# saturated and its gradient vanished; such a trial never moves again (it sits at 0.3-1 ||G||^2). Of the first starts
+# of 512 MNIST and 256 CIFAR-100 stand-in trials, all 13 and 8 that were still there after 7 steps were above it after
+# 2, and 4 of 499 and 3 of 248 that got below it later were too (restarted needlessly: a fresh start costs them two
+# steps). Checked after 4 steps instead, one in ~500 fewer trials is restarted needlessly, but a trial that needs many
+# fresh starts (one of 512 on MNIST never converges and uses all 20) takes twice as long, alone in the batch at the end.
+# With `patience`, such a trial restarts at once.
+STUCK = (3, 0.1)
 # With `patience`, a trial near its solution (below near * ||G||^2) whose loss has not halved in this many steps has
 # reached what L-BFGS in float32 can do for it: it stops there (and is polished when that applies). So does a trial
 # far from it that has used all its restarts: one stuck at ~||G||^2 would otherwise spend the rest of its budget
 # there, alone in the batch once the others have finished (on MNIST at 512 trials, one such trial ran its last 175
 # steps alone: 6% of the run).
 PLATEAU = 20
+# With `patience`, a trial that got near its solution and whose loss then rose this many times above its best (or went
+# non-finite) was thrown out by one wild L-BFGS step (no line search: once its curvature pairs are rounding noise, a
+# step can land anywhere; on MNIST 3 of 512 trials, from 1e-9 ||G||^2 back to the plateau of a fresh start). It stops
+# with the best point of its current start (the polish takes over) instead of being restarted from scratch later.
+THROWN = 1e3
 # Levenberg-Marquardt in the polish: the first damping (relative to the mean diagonal of J^T J), the factor it
 # grows by after a rejected step and shrinks by after an accepted one, and the tries per Jacobian
 LM_DAMPING = (1e-12, 100.0)
@@ -243,8 +252,10 @@ def reconstruct(
         stall_loss: with ``patience``, restart only trials whose loss is still above this. Default: above
             ``near * ||G||^2`` (and ``tol``), with ``||G||^2`` the trial's squared target norm: a trial that got that
             close is on its way (a 3,072-pixel image needs 50-150 steps) and is left alone, while a stuck one sits at
-            ``loss ~ ||G||^2``; and with this default a trial still above ``0.1 ||G||^2`` five steps after its start
-            (``STUCK``) is restarted without waiting for ``patience``.
+            ``loss ~ ||G||^2``; and with this default a trial still above ``0.1 ||G||^2`` two steps after its start
+            (``STUCK``) is restarted without waiting for ``patience``. With ``patience``, a trial that got near its
+            solution and was then thrown out by a wild step (``THROWN``) stops with the best point (lowest loss at a
+            step boundary) of its current start instead of being restarted.
         near: the relative matching loss ``loss / ||G||^2`` below which a trial counts as near its solution: never
             restarted for patience (and stopped once it no longer improves, ``PLATEAU``), and polished
             (``polish``).
@@ -459,6 +470,10 @@ def reconstruct(
             opt = BatchedAdam(len(ids), dim, lr=lr, device=dev, dtype=dtype)
         restarts = torch.zeros(len(ids), dtype=torch.long)
         started = torch.zeros(len(ids), dtype=torch.long)  # step of each row's last (re)start
+        # with patience, each row's lowest loss at a step boundary since its last start, and the point that had it:
+        # what a trial thrown out of the neighbourhood of its solution returns (THROWN)
+        best_loss = torch.full((len(ids),), float("inf"), dtype=torch.float64)
+        best_z = z
         rows = ids.clone()  # original trial index of each row still in the computation
         sync = dev.type != "cuda"
         for step in range(iterations):
@@ -471,8 +486,14 @@ def reconstruct(
             out_steps[rows] = step + 1
             # a non-finite loss or dummy, or no convergence within `patience` steps: a fresh random start for that
             # trial, within its remaining budget
-            bad = ~torch.isfinite(loss_cpu) | ~torch.isfinite(z).all(1).cpu()
+            nonfinite = ~torch.isfinite(loss_cpu) | ~torch.isfinite(z).all(1).cpu()
+            bad = nonfinite.clone()
+            thrown = torch.zeros_like(bad)
             if patience is not None:  # converged trials, and those near their solution, are never restarted
+                better = loss_cpu < best_loss
+                best_loss = torch.where(better, loss_cpu, best_loss)
+                best_z = torch.where(better.to(dev)[:, None], z_start, best_z)
+                thrown = (best_loss < near * g2) & (nonfinite | (loss_cpu > THROWN * best_loss))
                 stall = (torch.maximum(near * g2, tol / wc) if stall_loss is None
                          else torch.clamp(tol / wc, min=stall_loss))
                 age = step + 1 - started
@@ -480,12 +501,14 @@ def reconstruct(
                 if stall_loss is None:  # stuck from the start: restart without waiting out `patience`
                     stuck_steps, stuck_share = STUCK
                     bad |= (loss_cpu >= max(stuck_share, near) * g2) & (age >= stuck_steps) & (step + 1 < iterations)
+                bad &= ~thrown
             bad &= restarts < max_restarts
             if bool(bad.any()):
                 for r in torch.nonzero(bad).flatten().tolist():
                     restarts[r] += 1
                     z[r] = fresh_start(int(rows[r]), int(restarts[r])).to(dev, dtype)
                 started[bad] = step + 1
+                best_loss[bad] = float("inf")
                 opt.reset(bad.to(dev))
             if bar is not None:
                 bar.update(len(rows))
@@ -498,22 +521,29 @@ def reconstruct(
                 # near its solution (L-BFGS has done what it can; the polish takes over), or far from it with no
                 # restart left (the rest of its budget would leave it where it is)
                 done |= flat & ((loss_cpu < near * g2) | (restarts >= max_restarts))
+            done |= thrown
             if not bool(done.any()):
                 continue
             out_steps[rows[done]] = step
-            for snap_step, snap in snaps.items():  # the image whose loss is loss_cpu: the one this step began with
+            # what a stopping trial returns: the image this step began with (whose loss is loss_cpu), or for one
+            # thrown out of the neighbourhood of its solution, the best one since its last start
+            dd, th = done.to(dev), thrown.to(dev)
+            end_z = torch.where(th[:, None], best_z, z_start)
+            end_loss = torch.where(thrown, best_loss, loss_cpu)
+            for snap_step, snap in snaps.items():
                 if snap_step > step:
-                    snap[rows[done]] = images(z_start[done.to(dev)])
-            _store(out_x, out_lab, out_loss, out_restarts, rows[done], z_start[done.to(dev)], loss_cpu[done],
+                    snap[rows[done]] = images(end_z[dd])
+            _store(out_x, out_lab, out_loss, out_restarts, rows[done], end_z[dd], end_loss[done],
                    restarts[done], n_img, B, image_shape, num_classes)
             if bar is not None:
                 bar.update(int(done.sum()) * (iterations - step - 1))
             keep = torch.nonzero(~done).flatten()
             rows, restarts, started, g2, wc = rows[keep], restarts[keep], started[keep], g2[keep], wc[keep]
+            best_loss = best_loss[keep]
             if len(keep) == 0:
                 break
             kd = keep.to(dev)
-            z = z[kd]
+            z, best_z = z[kd], best_z[kd]
             opt.subset(kd)
             params = {k: v[kd] for k, v in params.items()}
             buffers = {k: v[kd] for k, v in buffers.items()}

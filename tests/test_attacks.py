@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from leaklib import metrics
-from leaklib.attacks import _split_head, _split_matching_loss, reconstruct, trial_seed
+from leaklib.attacks import STUCK, _split_head, _split_matching_loss, reconstruct, trial_seed
 from leaklib.data import load_dataset
 from leaklib.gradients import fedsgd_gradients
 from leaklib.models import convnet, lenet
@@ -198,22 +198,22 @@ def test_patience_leaves_trials_near_their_solution_alone(mnist):
     """Only trials still far from their target (loss >= near * ||G||^2) are restarted for patience."""
     x, y = mnist
     models, grads = _trials(x, y, 4)
-    # 5 steps: the patience check runs once, after step 4 (the loss is not monotone, so a later check could find a
-    # trial that was near at step 4 far again); STUCK's check after step 5 does not run (no step left)
-    kw = dict(iterations=5, patience=4, polish=0, progress=False)
+    # 3 steps: the patience check runs once, on the loss after step 1 (the loss is not monotone, so a later check
+    # could find a trial that was near then far again); STUCK's check (two steps after the start) needs a step left
+    assert STUCK[0] == 3
+    kw = dict(iterations=3, patience=2, polish=0, progress=False)
     norms = torch.tensor([sum(float((g.double() ** 2).sum()) for g in gs) for gs in grads])
     lenient = reconstruct(models, grads, (1, 28, 28), near=0.5, **kw)
     strict = reconstruct(models, grads, (1, 28, 28), near=1e-30, **kw)
-    near_at_4 = lenient.loss_history[:, 3] < 0.5 * norms
-    assert near_at_4.any()
-    assert (lenient.restarts[near_at_4] == 0).all() and (lenient.restarts[~near_at_4] == 1).all()
+    near_at_1 = lenient.loss_history[:, 1] < 0.5 * norms
+    assert near_at_1.any() and not near_at_1.all()
+    assert (lenient.restarts[near_at_1] == 0).all() and (lenient.restarts[~near_at_1] == 1).all()
     assert (~strict.converged).any() and (strict.restarts[~strict.converged] >= 1).all()  # the old rule
 
 
-def test_a_stuck_trial_restarts_after_five_steps():
+def test_a_stuck_trial_restarts_after_two_steps():
     """Trial 16 of `make_trials("mnist", 32, seed=0)`: its first L-BFGS steps throw the dummy out and it sits at
     ~||G||^2; without restarts it never moves, with them it restarts after STUCK[0] steps and converges."""
-    from leaklib.attacks import STUCK
     from leaklib.experiments import make_trials
 
     data = make_trials("mnist", 32, seed=0)
@@ -247,6 +247,31 @@ def test_a_stuck_trial_without_restarts_left_stops_on_its_plateau():
     assert torch.equal(stopped.loss_history[0, : PLATEAU + 1], kept_on.loss_history[0, : PLATEAU + 1])
     assert torch.isnan(stopped.loss_history[0, PLATEAU + 1 :]).all()
     assert torch.equal(stopped.loss[0], stopped.loss_history[0, PLATEAU])
+
+
+def test_a_trial_thrown_out_near_its_solution_stops_with_its_best_point(monkeypatch):
+    """Trial 35 of `make_trials("mnist", 256, seed=0)`: L-BFGS takes it to ~2e-9 ||G||^2 by step 43, then one step
+    throws it back to ~||G||^2 (seen with one and with two torch threads). It stops there with the best point of its
+    start; under the old rule (THROWN = inf) it was restarted later from scratch and had not converged again by
+    step 50."""
+    from leaklib import attacks
+    from leaklib.experiments import make_trials
+
+    data = make_trials("mnist", 256, seed=0)
+    args = ([data.models[35]], [data.target_grads[35]], data.image_shape)
+    kw = dict(seeds=[trial_seed(0, 35)], iterations=50, polish=0, progress=False)
+    norm = sum(float((g.double() ** 2).sum()) for g in data.target_grads[35])
+    kept = reconstruct(*args, **kw)
+    steps = int(kept.steps[0])
+    seen = kept.loss_history[0, : steps + 1]
+    assert int(kept.restarts[0]) == 0 and steps < 50
+    assert float(seen[-1]) > attacks.THROWN * float(seen[:-1].min())  # the step that threw it out
+    assert float(kept.loss[0]) == float(seen.min()) < 1e-8 * norm
+    assert float(metrics.mse(kept.dummy_x[:, 0], data.x[35])[0]) < 1e-5
+    monkeypatch.setattr(attacks, "THROWN", float("inf"))
+    restarted = reconstruct(*args, **kw)
+    assert int(restarted.restarts[0]) >= 1
+    assert float(metrics.mse(restarted.dummy_x[:, 0], data.x[35])[0]) > 1e-4
 
 
 def test_patience_restarts_stuck_trials(mnist):
