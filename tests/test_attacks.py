@@ -200,7 +200,7 @@ def test_patience_leaves_trials_near_their_solution_alone(mnist):
     models, grads = _trials(x, y, 4)
     # 3 steps: the patience check runs once, on the loss after step 1 (the loss is not monotone, so a later check
     # could find a trial that was near then far again); STUCK's check (two steps after the start) needs a step left
-    assert STUCK[0] == 3
+    assert STUCK["idlg"][0] == 3
     kw = dict(iterations=3, patience=2, polish=0, progress=False)
     norms = torch.tensor([sum(float((g.double() ** 2).sum()) for g in gs) for gs in grads])
     lenient = reconstruct(models, grads, (1, 28, 28), near=0.5, **kw)
@@ -213,7 +213,8 @@ def test_patience_leaves_trials_near_their_solution_alone(mnist):
 
 def test_a_stuck_trial_restarts_after_two_steps():
     """Trial 16 of `make_trials("mnist", 32, seed=0)`: its first L-BFGS steps throw the dummy out and it sits at
-    ~||G||^2; without restarts it never moves, with them it restarts after STUCK[0] steps and converges."""
+    ~||G||^2; without restarts it never moves, with them it restarts after STUCK's steps and converges."""
+    steps, share = STUCK["idlg"]
     from leaklib.experiments import make_trials
 
     data = make_trials("mnist", 32, seed=0)
@@ -221,11 +222,11 @@ def test_a_stuck_trial_restarts_after_two_steps():
     kw = dict(seeds=[trial_seed(0, 16)], iterations=80, polish=0, progress=False)
     norm = sum(float((g.double() ** 2).sum()) for g in data.target_grads[16])
     stuck = reconstruct(*args, patience=None, **kw)
-    assert int(stuck.restarts[0]) == 0 and float(stuck.loss[0]) > STUCK[1] * norm
+    assert int(stuck.restarts[0]) == 0 and float(stuck.loss[0]) > share * norm
     restarted = reconstruct(*args, **kw)
     assert int(restarted.restarts[0]) == 1 and bool(restarted.converged[0])
-    before = restarted.loss_history[0, : STUCK[0]]
-    assert torch.equal(before, stuck.loss_history[0, : STUCK[0]]) and (before > STUCK[1] * norm).all()
+    before = restarted.loss_history[0, :steps]
+    assert torch.equal(before, stuck.loss_history[0, :steps]) and (before > share * norm).all()
     assert float(metrics.mse(restarted.dummy_x[:, 0], data.x[16])[0]) < 1e-4
 
 
