@@ -230,6 +230,24 @@ def test_a_stuck_trial_restarts_after_two_steps():
     assert float(metrics.mse(restarted.dummy_x[:, 0], data.x[16])[0]) < 1e-4
 
 
+def test_dlg_gives_a_start_four_steps_before_calling_it_stuck(monkeypatch):
+    """DLG optimises its label too, and its good starts come down more slowly: trial 49 of `make_trials("mnist", 64)`
+    (in float64, so that the path does not depend on the number of threads) is at 0.15 ||G||^2 after two steps and
+    below 0.1 after three. iDLG's check (after two steps) would restart it."""
+    from leaklib import attacks
+    from leaklib.experiments import make_trials
+
+    data = make_trials("mnist", 64, seed=0)
+    args = ([data.models[49]], [data.target_grads[49]], data.image_shape)
+    kw = dict(method="dlg", seeds=[trial_seed(0, 49)], iterations=6, dtype=torch.float64, progress=False)
+    norm = sum(float((g.double() ** 2).sum()) for g in data.target_grads[49])
+    result = reconstruct(*args, **kw)
+    assert float(result.loss_history[0, 2]) > STUCK["dlg"][1] * norm > float(result.loss_history[0, 3])
+    assert int(result.restarts[0]) == 0
+    monkeypatch.setattr(attacks, "STUCK", {**STUCK, "dlg": STUCK["idlg"]})
+    assert int(reconstruct(*args, **kw).restarts[0]) == 1
+
+
 def test_a_stuck_trial_without_restarts_left_stops_on_its_plateau():
     """Trial 16 again, allowed no restart: it sits at ~||G||^2 and stops PLATEAU steps after its start instead of
     running out its budget; the papers' protocol (patience=None) runs it to the end."""
